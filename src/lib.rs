@@ -1,0 +1,1 @@
+//! beeos-operator: runs BeeOS AI-agent instances from `BeeosInstance` resources.

@@ -1,0 +1,1 @@
+//! BeeOS API simulator (work in progress).

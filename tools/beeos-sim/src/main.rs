@@ -1,0 +1,2 @@
+//! Runs the BeeOS API simulator (work in progress).
+fn main() {}

@@ -1,0 +1,67 @@
+//! Server processes that cannot outlive the process that started them.
+//!
+//! Each server runs under a supervisor shell whose stdin is a pipe from us. The kernel closes
+//! that pipe however we end (normal exit, panic, SIGINT, SIGKILL), and the supervisor then stops
+//! the server and removes its state. Statics are never dropped in Rust, so a `Drop`-based cleanup
+//! alone would leak the shared control plane on every run.
+
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+
+use anyhow::{Context, Result};
+
+/// `$1` = log file, `$2` = directory to remove afterwards (may be empty), then the command.
+///
+/// SIGINT is ignored so that a Ctrl-C on the terminal stops the test process first; the
+/// supervisor then sees the pipe close and shuts the server down in order (TERM, then KILL).
+const SUPERVISOR: &str = r#"
+trap '' INT
+log=$1; remove=$2; shift 2
+"$@" >"$log" 2>&1 </dev/null &
+server=$!
+read -r _ || true
+kill -TERM "$server" 2>/dev/null
+for _ in $(seq 50); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
+kill -KILL "$server" 2>/dev/null
+wait "$server" 2>/dev/null
+if [ -n "$remove" ]; then rm -rf "$remove"; fi
+"#;
+
+/// A server under its supervisor. Dropping it (or exiting) stops the server.
+pub struct Supervised {
+    // Held only to keep the pipe open; closing it is the stop signal.
+    _stdin: ChildStdin,
+    _supervisor: Child,
+}
+
+impl Supervised {
+    /// Starts `binary args…` with its output in `log`; `remove_dir` is deleted after it stops.
+    pub fn spawn(
+        binary: &Path,
+        args: &[String],
+        log: &Path,
+        remove_dir: Option<&Path>,
+    ) -> Result<Self> {
+        let mut supervisor = Command::new("bash")
+            .arg("-c")
+            .arg(SUPERVISOR)
+            .arg("testenv-supervisor")
+            .arg(log)
+            .arg(remove_dir.map(Path::as_os_str).unwrap_or_default())
+            .arg(binary)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stdin = supervisor
+            .stdin
+            .take()
+            .context("the supervisor's stdin was not piped")?;
+        Ok(Supervised {
+            _stdin: stdin,
+            _supervisor: supervisor,
+        })
+    }
+}
