@@ -12,7 +12,7 @@ help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 .PHONY: test
-test: lint unit integration ## Everything CI checks: lint, unit and integration tests
+test: lint unit integration conformance ## Everything CI checks: lint, unit, integration, SDK conformance
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy with warnings denied
@@ -30,3 +30,8 @@ integration: testbins ## Integration tests against a real kube-apiserver + etcd
 .PHONY: testbins
 testbins: ## Build kube-apiserver and etcd from the pinned Go modules (cached)
 	tools/k8s-testbins/build.sh
+
+.PHONY: conformance
+conformance: ## BeeOS's official Python SDK against the simulator (pinned venv in .tools/)
+	tools/beeos-sim/conformance/run.sh
+

@@ -1,0 +1,119 @@
+//! The test-only admin API under `/_sim/` (outside the contract, no authentication): reset,
+//! faults, settings, call counters and the whole instance table, expired instances included.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde_json::{Map, Value, json};
+
+use crate::app::App;
+use crate::config::SettingsPatch;
+use crate::dto::AdminInstance;
+use crate::errors::{ApiError, RequestId, no_content};
+use crate::faults::Faults;
+use crate::route::Route;
+use crate::store::retention;
+
+/// The admin routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/_sim/reset", post(reset))
+        .route("/_sim/faults", get(get_faults).put(put_faults))
+        .route("/_sim/settings", get(get_settings).put(put_settings))
+        .route("/_sim/calls", get(calls))
+        .route("/_sim/instances", get(instances))
+        .with_state(app)
+}
+
+/// Empties the table, the call counters, the faults and the rate-limit buckets; settings stay.
+async fn reset(State(app): State<Arc<App>>) -> Response {
+    let mut inner = app.lock();
+    inner.store.clear();
+    inner.calls.clear();
+    inner.faults = Faults::default();
+    inner.buckets.clear();
+    tracing::info!("reset");
+    no_content()
+}
+
+async fn get_faults(State(app): State<Arc<App>>) -> Response {
+    Json(app.lock().faults.clone()).into_response()
+}
+
+/// Replaces all faults; answers with them.
+async fn put_faults(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    body: Bytes,
+) -> Response {
+    let parsed = serde_json::from_slice::<Faults>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|f| f.validate().map(|()| f));
+    match parsed {
+        Ok(faults) => {
+            tracing::info!(?faults, "faults replaced");
+            app.lock().faults = faults.clone();
+            Json(faults).into_response()
+        }
+        Err(message) => ApiError::invalid_body(message).into_response_with(&rid),
+    }
+}
+
+async fn get_settings(State(app): State<Arc<App>>) -> Response {
+    Json(app.lock().settings.clone()).into_response()
+}
+
+/// Applies a partial settings update; answers with the full settings.
+async fn put_settings(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    body: Bytes,
+) -> Response {
+    let mut inner = app.lock();
+    let updated = serde_json::from_slice::<SettingsPatch>(&body)
+        .map_err(|e| e.to_string())
+        .and_then(|patch| patch.applied_to(&inner.settings));
+    match updated {
+        Ok(settings) => {
+            tracing::info!(?settings, "settings changed");
+            inner.settings = settings.clone();
+            Json(settings).into_response()
+        }
+        Err(message) => ApiError::invalid_body(message).into_response_with(&rid),
+    }
+}
+
+/// `{"total": N, "routes": {"deploy": n, …}}` with every route listed.
+async fn calls(State(app): State<Arc<App>>) -> Response {
+    let inner = app.lock();
+    let routes: Map<String, Value> = Route::ALL
+        .into_iter()
+        .map(|r| {
+            (
+                r.key().to_owned(),
+                json!(inner.calls.get(&r).copied().unwrap_or(0)),
+            )
+        })
+        .collect();
+    let total: u64 = inner.calls.values().sum();
+    Json(json!({ "total": total, "routes": routes })).into_response()
+}
+
+/// `{"instances": [...]}`: every instance ever deployed, in deploy order.
+async fn instances(State(app): State<Arc<App>>) -> Response {
+    let now = SystemTime::now();
+    let inner = app.lock();
+    let keep = retention(&inner.settings);
+    let rows: Vec<AdminInstance> = inner
+        .store
+        .all()
+        .iter()
+        .map(|i| AdminInstance::of(i, now, i.expired(now, keep)))
+        .collect();
+    Json(json!({ "instances": rows })).into_response()
+}
