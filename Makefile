@@ -35,3 +35,11 @@ testbins: ## Build kube-apiserver and etcd from the pinned Go modules (cached)
 conformance: ## BeeOS's official Python SDK against the simulator (pinned venv in .tools/)
 	tools/beeos-sim/conformance/run.sh
 
+.PHONY: crds
+crds: ## Regenerate the CRD in crds/ from the Rust types
+	$(CARGO) run $(CARGO_FLAGS) --quiet --bin beeos-operator -- crd > crds/beeos.ai_beeosinstances.yaml
+
+.PHONY: bench
+bench: testbins ## Benchmarks: control-plane start time, simulator throughput
+	$(CARGO) run $(CARGO_FLAGS) --quiet -p testenv --bin testenv -- start-time 5
+	$(CARGO) run $(CARGO_FLAGS) --quiet --release -p beeos-sim --example bench

@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::{Client, Config};
 
-use process::Supervised;
+pub use process::Supervised;
 
 /// How long a cold control plane may take to answer `/readyz` with `ok`.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -107,6 +107,7 @@ impl ControlPlane {
                 "--unsafe-no-fsync=true".into(),
                 "--log-level=warn".into(),
             ],
+            &[],
             &dir.join("etcd.log"),
             (!keep_dir).then_some(dir.as_path()),
         )?;
@@ -137,6 +138,7 @@ impl ControlPlane {
                 "--allow-privileged=true".into(),
                 "--enable-priority-and-fairness=false".into(),
             ],
+            &[],
             &dir.join("kube-apiserver.log"),
             None,
         )?;

@@ -27,7 +27,7 @@ wait "$server" 2>/dev/null
 if [ -n "$remove" ]; then rm -rf "$remove"; fi
 "#;
 
-/// A server under its supervisor. Dropping it (or exiting) stops the server.
+/// A process under its supervisor. Dropping it (or exiting) stops the process.
 pub struct Supervised {
     // Held only to keep the pipe open; closing it is the stop signal.
     _stdin: ChildStdin,
@@ -35,10 +35,12 @@ pub struct Supervised {
 }
 
 impl Supervised {
-    /// Starts `binary args…` with its output in `log`; `remove_dir` is deleted after it stops.
+    /// Starts `binary args…` with `envs` added to the environment and its output in `log`;
+    /// `remove_dir` is deleted after it stops.
     pub fn spawn(
         binary: &Path,
         args: &[String],
+        envs: &[(&str, &str)],
         log: &Path,
         remove_dir: Option<&Path>,
     ) -> Result<Self> {
@@ -50,6 +52,7 @@ impl Supervised {
             .arg(remove_dir.map(Path::as_os_str).unwrap_or_default())
             .arg(binary)
             .args(args)
+            .envs(envs.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

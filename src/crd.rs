@@ -1,0 +1,336 @@
+//! The `BeeosInstance` custom resource: spec and status types, condition types and reasons,
+//! and the finalizer and annotation names.
+//!
+//! The spec mirrors the body of BeeOS's deploy call with the same camelCase names and the
+//! contract's limits, so what a user writes is what BeeOS receives. This module knows nothing of
+//! the BeeOS client: translating a spec into a deploy request is the controller's job.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// The API group of every beeos-operator resource.
+pub const GROUP: &str = "beeos.ai";
+/// Keeps a resource until its instance has been destroyed (or let go, under `Orphan`).
+pub const FINALIZER: &str = "beeos.ai/cleanup";
+/// The id of the BeeOS instance the resource owns: written by the operator after a deploy,
+/// or set by a user to adopt an existing instance instead of deploying one.
+pub const INSTANCE_ID_ANNOTATION: &str = "beeos.ai/instance-id";
+/// Each new value asks for exactly one restart of the instance.
+pub const RESTART_REQUESTED_AT_ANNOTATION: &str = "beeos.ai/restart-requested-at";
+/// While `"true"`, the operator makes no BeeOS calls for the resource.
+pub const PAUSED_ANNOTATION: &str = "beeos.ai/paused";
+/// The key read from the credentials Secret when `spec.credentials.key` is not set.
+pub const DEFAULT_CREDENTIALS_KEY: &str = "token";
+
+/// The desired state of one BeeOS instance.
+#[derive(CustomResource, KubeSchema, Deserialize, Serialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "beeos.ai",
+    version = "v1alpha1",
+    kind = "BeeosInstance",
+    namespaced,
+    shortname = "bi",
+    category = "beeos",
+    status = "BeeosInstanceStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.instance.status"}"#,
+    printcolumn = r#"{"name":"Connectivity","type":"string","jsonPath":".status.instance.connectivity"}"#,
+    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.instance.endpoint"}"#,
+    printcolumn = r#"{"name":"Region","type":"string","jsonPath":".status.instance.region"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(
+    cel,
+    validation = Rule::new("has(self.variantId) != has(self.agentFramework)").message(
+        "set exactly one of spec.variantId (a catalog variant, e.g. variantId: beeos-claw-small) or spec.agentFramework (an explicit framework, e.g. agentFramework: beeos-claw)"
+    ),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct BeeosInstanceSpec {
+    /// Display name of the instance at BeeOS. Defaults to the resource's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub name: Option<String>,
+
+    /// A catalog variant. When set, BeeOS takes the framework, provider, region and
+    /// scheduling from the variant. Exactly one of variantId and agentFramework.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub variant_id: Option<String>,
+
+    /// The agent framework to deploy (explicit path). Exactly one of variantId and agentFramework.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub agent_framework: Option<String>,
+
+    /// The provider to deploy on (explicit path; optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub provider_id: Option<String>,
+
+    /// Provider-specific configuration, merged with the catalog's (the catalog wins on clashes).
+    /// Keep secret values out of it: inject them from Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub provider_config: Option<Map<String, Value>>,
+
+    /// Extra configuration on top of the catalog's (e.g. apiBaseUrls). Same meaning as
+    /// providerConfig.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub config: Option<Map<String, Value>>,
+
+    /// The primary model id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub model_primary: Option<String>,
+
+    /// Additional model ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(length(min = 1, max = 128)))]
+    pub models: Option<Vec<String>>,
+
+    /// The agent's system prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8192))]
+    pub system_prompt: Option<String>,
+
+    /// MCP servers for the agent, passed to BeeOS as written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_object")]
+    pub mcp_servers: Option<Map<String, Value>>,
+
+    /// The device or remote-display bridge to attach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub bridge_id: Option<String>,
+
+    /// The compute cluster to place the instance on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub cluster_id: Option<String>,
+
+    /// A preferred region; status.instance.region shows where it landed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub preferred_region: Option<String>,
+
+    /// The BeeOS API token (`oag_…`) to use, from a Secret in this resource's namespace.
+    /// Without it, the operator's default credentials are used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<SecretKeyRef>,
+
+    /// Whether the instance should run. Stopped stops it at BeeOS; Running starts it again.
+    #[serde(default)]
+    pub power_state: PowerState,
+
+    /// What happens to the instance when this resource is deleted.
+    #[serde(default)]
+    pub deletion_policy: DeletionPolicy,
+}
+
+/// A key of a Secret in the resource's own namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// The Secret's name (same namespace as the resource; never across namespaces).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key inside the Secret. Defaults to `token`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: Option<String>,
+}
+
+impl SecretKeyRef {
+    /// The key to read, `token` unless set.
+    pub fn key(&self) -> &str {
+        self.key.as_deref().unwrap_or(DEFAULT_CREDENTIALS_KEY)
+    }
+}
+
+/// Whether the instance should run.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PowerState {
+    /// Deployed and started (the default).
+    #[default]
+    Running,
+    /// Deployed and stopped.
+    Stopped,
+}
+
+/// What deleting the resource does to the instance.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Destroy the instance, then let the resource go (the default).
+    #[default]
+    Delete,
+    /// Let the resource go and leave the instance running at BeeOS.
+    Orphan,
+}
+
+/// What the operator last observed, and its conditions.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BeeosInstanceStatus {
+    /// The generation the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready, Synced, Reconciling and Stalled (kstatus).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// The instance as BeeOS last reported it. The id is also in the
+    /// `beeos.ai/instance-id` annotation, which survives a backup and restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<ObservedInstance>,
+
+    /// The last `beeos.ai/restart-requested-at` value acted on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restart_requested_at: Option<String>,
+}
+
+/// The live instance at BeeOS. Never holds providerConfig, systemPrompt or mcpServers: they
+/// may carry secrets.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedInstance {
+    /// BeeOS's instance id.
+    pub id: String,
+    /// Lifecycle state: pending, provisioning, running, stopped or terminated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The state BeeOS is moving the instance to; differs from status during a transition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_status: Option<String>,
+    /// The runtime endpoint URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Live reachability: unknown, online or offline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connectivity: Option<String>,
+    /// Why the instance is not online.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connectivity_reason: Option<String>,
+    /// Why BeeOS halted the instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halt_reason: Option<String>,
+    /// BeeOS's error message for the instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_trial: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_entered_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+}
+
+/// Condition types (kstatus).
+pub mod condition {
+    /// The instance is running and online (or stopped, when Stopped was asked for).
+    pub const READY: &str = "Ready";
+    /// The last reconcile reached BeeOS and applied the spec.
+    pub const SYNCED: &str = "Synced";
+    /// The operator is moving the instance towards the spec.
+    pub const RECONCILING: &str = "Reconciling";
+    /// A person must act: the operator cannot make progress on its own.
+    pub const STALLED: &str = "Stalled";
+}
+
+/// Condition reasons, CamelCase; events reuse them.
+pub mod reason {
+    pub const DEPLOYING: &str = "Deploying";
+    pub const DEPLOYED: &str = "Deployed";
+    pub const PROVISIONING: &str = "Provisioning";
+    pub const RUNNING: &str = "Running";
+    pub const OFFLINE: &str = "Offline";
+    pub const STARTING: &str = "Starting";
+    pub const STOPPING: &str = "Stopping";
+    pub const STOPPED: &str = "Stopped";
+    pub const RESTARTING: &str = "Restarting";
+    pub const DELETING: &str = "Deleting";
+    pub const DESTROYED: &str = "Destroyed";
+    pub const ORPHANED: &str = "Orphaned";
+    pub const PAUSED: &str = "Paused";
+    pub const SYNCED: &str = "Synced";
+    pub const INSTANCE_GONE: &str = "InstanceGone";
+    pub const CREDENTIALS_UNAVAILABLE: &str = "CredentialsUnavailable";
+    pub const IN_PROGRESS: &str = "InProgress";
+    pub const NO_ISSUES: &str = "NoIssues";
+}
+
+/// A free-form JSON object whose unknown fields the API server keeps.
+fn free_form_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn validate(spec: Value) -> Result<(), String> {
+        BeeosInstanceSpec::validate_cel(&spec, None).map_err(|err| err.to_string())
+    }
+
+    #[test]
+    fn exactly_one_of_variant_and_framework_is_accepted() {
+        assert!(validate(json!({"variantId": "beeos-claw-small"})).is_ok());
+        assert!(validate(json!({"agentFramework": "beeos-claw", "providerId": "default"})).is_ok());
+    }
+
+    #[test]
+    fn both_or_neither_of_variant_and_framework_say_what_to_write() {
+        for spec in [
+            json!({"variantId": "beeos-claw-small", "agentFramework": "beeos-claw"}),
+            json!({"modelPrimary": "gpt-4o"}),
+        ] {
+            let err = validate(spec).expect_err("the rule must reject it");
+            assert!(err.contains("set exactly one of spec.variantId"), "{err}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_running_and_delete() {
+        let spec: BeeosInstanceSpec =
+            serde_json::from_value(json!({"variantId": "v"})).expect("a minimal spec parses");
+        assert_eq!(spec.power_state, PowerState::Running);
+        assert_eq!(spec.deletion_policy, DeletionPolicy::Delete);
+    }
+
+    #[test]
+    fn free_form_objects_keep_unknown_fields() {
+        let spec: BeeosInstanceSpec = serde_json::from_value(json!({
+            "agentFramework": "beeos-claw",
+            "mcpServers": {"files": {"command": "mcp-files", "args": ["--root", "/"]}},
+        }))
+        .expect("parses");
+        let back = serde_json::to_value(&spec).expect("serializes");
+        assert_eq!(back["mcpServers"]["files"]["args"][1], "/");
+    }
+}

@@ -1,0 +1,113 @@
+//! beeos-operator: parses the configuration, starts logging, the controller and the probe and
+//! metrics server, and shuts them down cleanly on SIGTERM or Ctrl-C.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use clap::Parser;
+use kube::CustomResourceExt;
+use kube::runtime::events::Reporter;
+
+use beeos_operator::beeos::{ClientOptions, Credential, RateLimiters};
+use beeos_operator::config::{Cli, Command, RunArgs};
+use beeos_operator::controller::{self, BeeosClients, Context};
+use beeos_operator::crd::BeeosInstance;
+use beeos_operator::metrics::Metrics;
+use beeos_operator::server::{self, Health};
+use beeos_operator::telemetry;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Crd) => {
+            print!("{}", serde_yaml_ng::to_string(&BeeosInstance::crd())?);
+            Ok(())
+        }
+        Some(Command::Run) | None => run(cli.run).await,
+    }
+}
+
+async fn run(args: RunArgs) -> Result<()> {
+    telemetry::init(args.log_format);
+    let default_credential = default_credential(&args)?;
+    let rate_limiters = match (
+        NonZeroU32::new(args.rate_limit),
+        NonZeroU32::new(args.rate_burst),
+    ) {
+        (Some(rate), Some(burst)) => Some(RateLimiters::per_second(rate, burst)),
+        (Some(rate), None) => Some(RateLimiters::per_second(rate, rate)),
+        (None, _) => None,
+    };
+    let options = ClientOptions {
+        timeout: args.beeos_timeout,
+        rate_limiters,
+        ..ClientOptions::default()
+    };
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to Kubernetes")?;
+    let metrics = Arc::new(Metrics::default());
+    let health = Arc::new(Health::default());
+    let reporter = Reporter {
+        controller: "beeos-operator".into(),
+        instance: std::env::var("POD_NAME").ok(),
+    };
+    let context = Arc::new(Context::new(
+        client,
+        BeeosClients::new(args.beeos_url.clone(), options, default_credential),
+        args.intervals(),
+        metrics.clone(),
+        reporter,
+    ));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut stop_rx = stop_rx.clone();
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let server = tokio::spawn(server::serve(
+        args.probe_address,
+        health.clone(),
+        metrics,
+        stopped(),
+    ));
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop_tx.send(true);
+    });
+
+    tracing::info!(beeos_url = %args.beeos_url, namespaces = ?args.namespaces(), "starting");
+    health.set_ready(true);
+    controller::run(context, args.namespaces(), args.concurrency, stopped()).await;
+    health.set_ready(false);
+    server.await??;
+    Ok(())
+}
+
+/// The default credential from `--beeos-token-file` or `BEEOS_TOKEN`, if either is set.
+fn default_credential(args: &RunArgs) -> Result<Option<Credential>> {
+    let token = match &args.beeos_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the BeeOS token file {}", path.display()))?,
+        ),
+        None => std::env::var("BEEOS_TOKEN").ok(),
+    };
+    token
+        .map(|token| Credential::new(token).context("the default BeeOS token"))
+        .transpose()
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
