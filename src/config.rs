@@ -76,6 +76,11 @@ pub struct RunArgs {
     #[arg(long, env = "MAX_BACKOFF", default_value = "5m", value_parser = humantime::parse_duration)]
     pub max_backoff: Duration,
 
+    /// How long a deploy whose answer was lost may take to appear in BeeOS's list before it is
+    /// deployed again.
+    #[arg(long, env = "DEPLOY_GRACE", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub deploy_grace: Duration,
+
     /// Timeout of each BeeOS request.
     #[arg(long, env = "BEEOS_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub beeos_timeout: Duration,
@@ -105,6 +110,7 @@ impl RunArgs {
             stalled_retry: self.stalled_retry,
             min_backoff: self.min_backoff,
             max_backoff: self.max_backoff,
+            deploy_grace: self.deploy_grace,
         }
     }
 

@@ -22,6 +22,31 @@ pub const INSTANCE_ID_ANNOTATION: &str = "beeos.ai/instance-id";
 pub const RESTART_REQUESTED_AT_ANNOTATION: &str = "beeos.ai/restart-requested-at";
 /// While `"true"`, the operator makes no BeeOS calls for the resource.
 pub const PAUSED_ANNOTATION: &str = "beeos.ai/paused";
+/// Set just before a deploy call and cleared once its instance id is recorded. While it is set
+/// without an instance id, a deploy may have happened unseen: the operator looks before it
+/// deploys again.
+pub const DEPLOY_STARTED_AT_ANNOTATION: &str = "beeos.ai/deploy-started-at";
+/// A digest of what the current instance was deployed with (injected secret values included),
+/// to tell whether it is up to date with the spec.
+pub const DEPLOYED_DIGEST_ANNOTATION: &str = "beeos.ai/deployed-digest";
+/// The instance deployed to replace the current one (update strategy `Replace`).
+pub const REPLACEMENT_ID_ANNOTATION: &str = "beeos.ai/replacement-id";
+/// What the replacement was deployed with.
+pub const REPLACEMENT_DIGEST_ANNOTATION: &str = "beeos.ai/replacement-digest";
+/// The pending mark of the replacement's deploy (see [`DEPLOY_STARTED_AT_ANNOTATION`]).
+pub const REPLACEMENT_STARTED_AT_ANNOTATION: &str = "beeos.ai/replacement-started-at";
+/// A replaced instance still to be destroyed.
+pub const RETIRING_ID_ANNOTATION: &str = "beeos.ai/retiring-id";
+/// The operator's own bookkeeping annotations. Writing them must not wake the resource (only
+/// user changes do), or a failed deploy that clears its mark would retry at once, forever.
+pub const BOOKKEEPING_ANNOTATIONS: [&str; 6] = [
+    DEPLOY_STARTED_AT_ANNOTATION,
+    DEPLOYED_DIGEST_ANNOTATION,
+    REPLACEMENT_ID_ANNOTATION,
+    REPLACEMENT_DIGEST_ANNOTATION,
+    REPLACEMENT_STARTED_AT_ANNOTATION,
+    RETIRING_ID_ANNOTATION,
+];
 /// The key read from the credentials Secret when `spec.credentials.key` is not set.
 pub const DEFAULT_CREDENTIALS_KEY: &str = "token";
 
@@ -130,6 +155,55 @@ pub struct BeeosInstanceSpec {
     /// What happens to the instance when this resource is deleted.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+
+    /// How a change to the deploy fields (or to an injected Secret value) reaches BeeOS, which
+    /// has no update call: Replace (deploy the new one, wait until it is ready, then destroy the
+    /// old), Recreate (destroy, then deploy) or OnDelete (report the drift, change nothing).
+    #[serde(default)]
+    pub update_strategy: UpdateStrategy,
+
+    /// Secret values placed into config, providerConfig or mcpServers at deploy time, so no
+    /// secret is ever written in this resource.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub secret_injections: Vec<SecretInjection>,
+}
+
+/// One Secret value placed into the deploy body.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretInjection {
+    /// Where the value goes: `config.`, `providerConfig.` or `mcpServers.` followed by
+    /// dot-separated keys, e.g. `providerConfig.apiKeys.openai`. Missing objects are created.
+    #[x_kube(validation = Rule::new(r"self.matches('^(config|providerConfig|mcpServers)(\\.[^.]+)+$')").message(
+        "path must start with config., providerConfig. or mcpServers. and name at least one key, e.g. providerConfig.apiKeys.openai"
+    ))]
+    #[schemars(length(min = 1, max = 512))]
+    pub path: String,
+    /// The Secret key whose value is placed there (same namespace as the resource).
+    pub secret_key_ref: InjectedSecretKeyRef,
+}
+
+/// A key of a Secret in the resource's own namespace; the key is required.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InjectedSecretKeyRef {
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// How spec changes reach BeeOS.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum UpdateStrategy {
+    /// Deploy the new instance, wait until it is ready, then destroy the old one (the default).
+    #[default]
+    Replace,
+    /// Destroy the instance, then deploy the new one.
+    Recreate,
+    /// Report the drift and change nothing until the resource is deleted and created again.
+    OnDelete,
 }
 
 /// A key of a Secret in the resource's own namespace.
@@ -189,6 +263,10 @@ pub struct BeeosInstanceStatus {
     /// `beeos.ai/instance-id` annotation, which survives a backup and restore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<ObservedInstance>,
+
+    /// The instance being deployed to replace the current one (update strategy Replace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<ObservedInstance>,
 
     /// The last `beeos.ai/restart-requested-at` value acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -279,6 +357,14 @@ pub mod reason {
     pub const CREDENTIALS_UNAVAILABLE: &str = "CredentialsUnavailable";
     pub const IN_PROGRESS: &str = "InProgress";
     pub const NO_ISSUES: &str = "NoIssues";
+    pub const ADOPTED: &str = "Adopted";
+    pub const AMBIGUOUS_DEPLOY: &str = "AmbiguousDeploy";
+    pub const INSTANCE_CLAIMED: &str = "InstanceClaimed";
+    pub const SECRET_UNAVAILABLE: &str = "SecretUnavailable";
+    pub const SPEC_DRIFT: &str = "SpecDrift";
+    pub const REPLACING: &str = "Replacing";
+    pub const RECREATING: &str = "Recreating";
+    pub const RETIRED: &str = "Retired";
 }
 
 /// A free-form JSON object whose unknown fields the API server keeps.

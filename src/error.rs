@@ -1,19 +1,22 @@
-//! The controller's errors: Kubernetes calls that failed. BeeOS failures are not here: the
-//! controller folds them into the resource's status (see `controller::status::Problem`).
+//! The controller's errors: the Kubernetes call that failed, or a BeeOS failure on its way to
+//! being folded into the resource's status (see `controller::status::Problem`).
 
 /// A reconcile that could not finish; the controller retries it soon.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("the resource has no namespace (BeeosInstance is namespaced)")]
     NotNamespaced,
-    #[error("reading the credentials Secret: {0}")]
-    ReadCredentials(#[source] kube::Error),
+    #[error("reading a Secret: {0}")]
+    ReadSecret(#[source] kube::Error),
     #[error("writing the status: {0}")]
     WriteStatus(#[source] kube::Error),
     #[error("updating the finalizer: {0}")]
     WriteFinalizer(#[source] kube::Error),
     #[error("writing annotations: {0}")]
     WriteAnnotations(#[source] kube::Error),
+    /// Never leaves a reconcile: the driver turns it into conditions and a requeue.
+    #[error(transparent)]
+    Beeos(#[from] crate::beeos::Error),
 }
 
 impl Error {
@@ -21,10 +24,11 @@ impl Error {
     pub fn reason(&self) -> &'static str {
         match self {
             Error::NotNamespaced => "NotNamespaced",
-            Error::ReadCredentials(_) => "ReadCredentialsFailed",
+            Error::ReadSecret(_) => "ReadSecretFailed",
             Error::WriteStatus(_) => "WriteStatusFailed",
             Error::WriteFinalizer(_) => "WriteFinalizerFailed",
             Error::WriteAnnotations(_) => "WriteAnnotationsFailed",
+            Error::Beeos(err) => err.reason(),
         }
     }
 }

@@ -13,19 +13,23 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::StreamExt;
+use kube::ResourceExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, predicates, reflector, watcher};
 use kube::{Api, Client};
 
 use crate::beeos::{BeeosClient, ClientOptions, Credential, Fingerprint};
-use crate::crd::BeeosInstance;
+use crate::crd::{
+    BOOKKEEPING_ANNOTATIONS, BeeosInstance, INSTANCE_ID_ANNOTATION, REPLACEMENT_ID_ANNOTATION,
+    RETIRING_ID_ANNOTATION,
+};
 use crate::error::Error;
 use crate::metrics::Metrics;
 
-pub use plan::{Observation, Remote, Step, next_step};
-pub use status::{Problem, StatusInput, desired_status, observed_instance};
+pub use plan::{Found, Observation, Remote, Slot, Step, Which, find_deployed, next_step};
+pub use status::{Problem, StatusInput, Update, desired_status, observed_instance};
 
 /// How often to look at instances, and how to back off.
 #[derive(Clone, Debug)]
@@ -39,6 +43,9 @@ pub struct Intervals {
     /// First retry after a transient failure; doubles per failure up to `max_backoff`.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
+    /// How long a deploy whose answer was lost may take to show up in BeeOS's list before the
+    /// operator concludes it never happened and deploys again.
+    pub deploy_grace: Duration,
 }
 
 impl Default for Intervals {
@@ -49,6 +56,7 @@ impl Default for Intervals {
             stalled_retry: Duration::from_secs(600),
             min_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(300),
+            deploy_grace: Duration::from_secs(120),
         }
     }
 }
@@ -113,6 +121,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Consecutive transient failures per resource, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<BeeosInstance>, u32>>,
+    /// The watched resources, to tell whether an instance is already owned.
+    stores: Mutex<Vec<Store<BeeosInstance>>>,
 }
 
 impl Context {
@@ -130,7 +140,48 @@ impl Context {
             intervals,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            stores: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Every other watched resource, whatever its namespace.
+    fn other_resources(&self, resource: &BeeosInstance) -> Vec<Arc<BeeosInstance>> {
+        let stores = self.stores.lock().unwrap_or_else(PoisonError::into_inner);
+        stores
+            .iter()
+            .flat_map(|store| store.state())
+            .filter(|other| other.metadata.uid != resource.metadata.uid)
+            .collect()
+    }
+
+    /// The instance ids recorded by every other watched resource.
+    fn claimed_ids(&self, resource: &BeeosInstance) -> Vec<String> {
+        self.other_resources(resource)
+            .iter()
+            .flat_map(|other| {
+                [
+                    INSTANCE_ID_ANNOTATION,
+                    REPLACEMENT_ID_ANNOTATION,
+                    RETIRING_ID_ANNOTATION,
+                ]
+                .into_iter()
+                .filter_map(|key| other.annotations().get(key).cloned())
+                .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// Whether an older resource (the first to record it) already owns `instance_id`.
+    fn claimed_by_older(&self, resource: &BeeosInstance, instance_id: &str) -> bool {
+        let age = |r: &BeeosInstance| (r.metadata.creation_timestamp.clone(), r.name_any());
+        self.other_resources(resource).iter().any(|other| {
+            other
+                .annotations()
+                .get(INSTANCE_ID_ANNOTATION)
+                .map(String::as_str)
+                == Some(instance_id)
+                && age(other) < age(resource)
+        })
     }
 
     /// Records one more transient failure of `object` and returns how long to wait: exponential
@@ -174,15 +225,20 @@ pub async fn run(
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
     let controllers = apis.into_iter().map(|api| {
         let (reader, writer) = reflector::store();
-        // Our own status writes change neither generation, annotations nor finalizers, so they
-        // do not wake the resource again; every user change does.
+        context
+            .stores
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(reader.clone());
+        // Our own status and bookkeeping writes do not wake the resource again (the reconcile
+        // that made them asks for its own requeue); every user change does.
         let changes = watcher(api, watcher::Config::default().any_semantic())
             .default_backoff()
             .reflect(writer)
             .applied_objects()
             .predicate_filter(
                 predicates::generation
-                    .combine(predicates::annotations)
+                    .combine(user_annotations)
                     .combine(predicates::finalizers),
                 Default::default(),
             );
@@ -201,6 +257,18 @@ pub async fn run(
             })
     });
     futures::future::join_all(controllers).await;
+}
+
+/// A hash of the annotations users set (the operator's bookkeeping left out).
+fn user_annotations(resource: &BeeosInstance) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    resource
+        .annotations()
+        .iter()
+        .filter(|(key, _)| !BOOKKEEPING_ANNOTATIONS.contains(&key.as_str()))
+        .for_each(|entry| entry.hash(&mut hasher));
+    Some(hasher.finish())
 }
 
 /// Re-exported for the reconcile driver's return type.

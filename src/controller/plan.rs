@@ -2,11 +2,17 @@
 //!
 //! No I/O and no clock here, so every branch is a plain unit test. The reconcile driver
 //! gathers an [`Observation`], asks [`next_step`], performs the one step it gets, and comes back.
+//!
+//! A resource can hold up to three instances, each recorded in annotations: the current one,
+//! a replacement being deployed (update strategy Replace) and a replaced one still to be
+//! destroyed (retiring). A deploy is bracketed by a pending mark: while a slot has a mark but
+//! no id, a deploy may have happened unseen, so the step is to look for it, never to deploy
+//! again blindly.
 
-use crate::beeos::{DesiredStatus, Instance, InstanceStatus};
-use crate::crd::{DeletionPolicy, PowerState};
+use crate::beeos::{Connectivity, DesiredStatus, Instance, InstanceStatus};
+use crate::crd::{DeletionPolicy, PowerState, UpdateStrategy};
 
-/// What the reconcile driver saw of a resource and its instance.
+/// What the reconcile driver saw of a resource and its instances.
 #[derive(Clone, Copy, Debug)]
 pub struct Observation<'a> {
     /// `metadata.deletionTimestamp` is set.
@@ -17,23 +23,50 @@ pub struct Observation<'a> {
     pub paused: bool,
     pub deletion_policy: DeletionPolicy,
     pub power_state: PowerState,
-    /// The instance the resource owns, from the `beeos.ai/instance-id` annotation.
-    pub instance_id: Option<&'a str>,
-    /// The instance as BeeOS reports it; `Gone` after a 404 or once it is terminated.
-    pub instance: Remote<'a>,
+    pub update_strategy: UpdateStrategy,
     /// A `beeos.ai/restart-requested-at` value not acted on yet.
     pub restart_requested: bool,
+    /// The digest of what a deploy would send now; `None` while deleting.
+    pub desired_digest: Option<&'a str>,
+    /// The instance the resource owns.
+    pub current: Slot<'a>,
+    /// The instance deployed to replace it (update strategy Replace).
+    pub replacement: Slot<'a>,
+    /// A replaced instance still to be destroyed.
+    pub retiring: Slot<'a>,
+    /// Another resource already owns the current instance (an adoption that must not happen).
+    pub claimed_by_other: bool,
+}
+
+/// One instance slot of a resource, as recorded in its annotations and seen at BeeOS.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Slot<'a> {
+    pub id: Option<&'a str>,
+    /// A deploy into this slot started and its id was not recorded yet.
+    pub deploy_started: bool,
+    /// What the instance was (or is being) deployed with.
+    pub digest: Option<&'a str>,
+    pub remote: Remote<'a>,
 }
 
 /// The instance at BeeOS, as far as this reconcile knows.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub enum Remote<'a> {
-    /// Not looked up (there is no instance id).
+    /// Not looked up (there is no id).
+    #[default]
     NotLooked,
     /// BeeOS answered 404, or the instance is terminated.
     Gone,
     /// BeeOS reported it.
     Found(&'a Instance),
+}
+
+/// Which instance of a resource a step is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Which {
+    Current,
+    Replacement,
+    Retiring,
 }
 
 /// The one step the driver takes next.
@@ -43,22 +76,33 @@ pub enum Step {
     Paused,
     /// Put the finalizer on before anything can be deployed.
     AddFinalizer,
-    /// Deploy a new instance.
-    Deploy,
-    /// Destroy the instance (deletion with policy `Delete`).
-    Destroy,
-    /// The destroy was accepted; wait until BeeOS reports the instance terminated or gone.
-    AwaitDestroyed,
-    /// Nothing (more) to clean up at BeeOS: let the resource go.
-    RemoveFinalizer,
+    /// Mark the slot as deploying, deploy, record the id.
+    Deploy(Which),
+    /// The slot was marked but has no id: look for an instance deployed unseen, adopt it, or
+    /// (after a grace period with nothing found) clear the mark.
+    FindDeployed(Which),
+    /// Record the digest of an instance adopted through its annotation.
+    RecordDigest,
+    /// Destroy an instance (deletion, or a retired one).
+    Destroy(Which),
+    /// Forget a slot whose instance is gone.
+    Forget(Which),
+    /// The replacement is ready: make it current and retire the old one.
+    PromoteReplacement,
+    /// Recreate: retire the current instance so a new one is deployed once it is gone.
+    RetireForRecreate,
     Start,
     Stop,
     Restart,
-    /// BeeOS is moving the instance between states; look again soon.
+    /// BeeOS is moving an instance between states; look again soon.
     AwaitTransition,
-    /// The recorded instance no longer exists: a person must decide (never redeploy blindly).
+    /// The recorded instance does not exist (or is not ours): a person must decide.
     InstanceGone,
-    /// Everything matches the spec.
+    /// The recorded instance is owned by another resource: a person must decide.
+    InstanceClaimed,
+    /// Nothing (more) to clean up at BeeOS: let the resource go.
+    RemoveFinalizer,
+    /// Everything matches the spec (or the drift is left alone under OnDelete).
     Steady,
 }
 
@@ -75,15 +119,55 @@ pub fn next_step(observation: &Observation<'_>) -> Step {
     if !o.has_finalizer {
         return Step::AddFinalizer;
     }
-    if o.instance_id.is_none() {
-        return Step::Deploy;
+    // A replaced instance is billed until destroyed: clean it up first.
+    if o.retiring.id.is_some() {
+        match o.retiring.remote {
+            Remote::Gone => return Step::Forget(Which::Retiring),
+            Remote::Found(instance) if !being_destroyed(instance) => {
+                return if instance.is_transitioning() {
+                    Step::AwaitTransition
+                } else {
+                    Step::Destroy(Which::Retiring)
+                };
+            }
+            // Being destroyed: Recreate waits for it below, Replace need not.
+            _ => {}
+        }
     }
-    let instance = match o.instance {
+
+    let Some(_) = o.current.id else {
+        if o.retiring.id.is_some() {
+            // Recreate: the old instance goes before the new one comes.
+            return Step::AwaitTransition;
+        }
+        return if o.current.deploy_started {
+            Step::FindDeployed(Which::Current)
+        } else {
+            Step::Deploy(Which::Current)
+        };
+    };
+    let instance = match o.current.remote {
         Remote::Found(instance) => instance,
         Remote::Gone => return Step::InstanceGone,
-        // The driver always looks an id up before planning; treat a miss as a transition.
+        // The driver looks every recorded id up before planning.
         Remote::NotLooked => return Step::AwaitTransition,
     };
+    if o.claimed_by_other {
+        return Step::InstanceClaimed;
+    }
+    let Some(digest) = o.current.digest else {
+        return Step::RecordDigest;
+    };
+    if o.desired_digest.is_some_and(|desired| desired != digest) {
+        match o.update_strategy {
+            UpdateStrategy::Replace => return replace_step(o),
+            UpdateStrategy::Recreate if !instance.is_transitioning() => {
+                return Step::RetireForRecreate;
+            }
+            UpdateStrategy::Recreate => return Step::AwaitTransition,
+            UpdateStrategy::OnDelete => {}
+        }
+    }
     if instance.is_transitioning() {
         return Step::AwaitTransition;
     }
@@ -97,19 +181,106 @@ pub fn next_step(observation: &Observation<'_>) -> Step {
     }
 }
 
+/// Update strategy Replace, with the current instance out of date.
+fn replace_step(o: &Observation<'_>) -> Step {
+    let replacement = &o.replacement;
+    if replacement.id.is_none() {
+        return if replacement.deploy_started {
+            Step::FindDeployed(Which::Replacement)
+        } else {
+            Step::Deploy(Which::Replacement)
+        };
+    }
+    match replacement.remote {
+        Remote::Found(instance) if is_ready_to_serve(instance) => Step::PromoteReplacement,
+        Remote::Found(_) | Remote::NotLooked => Step::AwaitTransition,
+        // It vanished before it was promoted: forget it and deploy another.
+        Remote::Gone => Step::Forget(Which::Replacement),
+    }
+}
+
 fn deletion_step(o: &Observation<'_>) -> Step {
     if !o.has_finalizer {
         return Step::Steady;
     }
-    if o.deletion_policy == DeletionPolicy::Orphan || o.instance_id.is_none() {
+    if o.deletion_policy == DeletionPolicy::Orphan {
         return Step::RemoveFinalizer;
     }
-    match o.instance {
-        Remote::Gone => Step::RemoveFinalizer,
-        Remote::Found(instance) if instance.desired_status == Some(DesiredStatus::Terminated) => {
-            Step::AwaitDestroyed
+    let mut waiting = false;
+    for (which, slot) in [
+        (Which::Retiring, &o.retiring),
+        (Which::Replacement, &o.replacement),
+        (Which::Current, &o.current),
+    ] {
+        match (slot.id, slot.remote) {
+            (Some(_), Remote::Found(instance)) if being_destroyed(instance) => waiting = true,
+            (Some(_), Remote::Found(instance)) if instance.is_transitioning() => waiting = true,
+            (Some(_), Remote::Found(_)) => return Step::Destroy(which),
+            (Some(_), Remote::NotLooked) => waiting = true,
+            (Some(_), Remote::Gone) => {}
+            // A deploy may have happened unseen: find it so it can be destroyed too.
+            (None, _) if slot.deploy_started => return Step::FindDeployed(which),
+            (None, _) => {}
         }
-        Remote::Found(_) | Remote::NotLooked => Step::Destroy,
+    }
+    if waiting {
+        Step::AwaitTransition
+    } else {
+        Step::RemoveFinalizer
+    }
+}
+
+fn being_destroyed(instance: &Instance) -> bool {
+    instance.desired_status == Some(DesiredStatus::Terminated)
+}
+
+/// Running and online: what a replacement must be before it takes over.
+pub fn is_ready_to_serve(instance: &Instance) -> bool {
+    instance.status == Some(InstanceStatus::Running)
+        && instance.connectivity == Some(Connectivity::Online)
+}
+
+/// What looking for an unseen deploy concluded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Found {
+    /// Exactly one instance fits: adopt it.
+    One(String),
+    /// Several fit: a person must choose.
+    Several(Vec<String>),
+    /// Nothing yet; the deploy may still be in flight elsewhere.
+    NothingYet,
+    /// Nothing after the grace period: the deploy did not happen.
+    Nothing,
+}
+
+/// Picks among instances listed by name: exact name, created no earlier than the mark (less an
+/// allowance for clock skew), alive, and not recorded by any resource.
+pub fn find_deployed<'a>(
+    candidates: impl IntoIterator<Item = &'a Instance>,
+    name: &str,
+    not_before: k8s_openapi::jiff::Timestamp,
+    claimed: &[&str],
+    grace_over: bool,
+) -> Found {
+    let ids: Vec<String> = candidates
+        .into_iter()
+        .filter(|instance| instance.name == name && !instance.is_terminated())
+        .filter(|instance| {
+            instance
+                .created_at
+                .as_deref()
+                .and_then(|at| at.parse::<k8s_openapi::jiff::Timestamp>().ok())
+                // No createdAt (it is optional in the contract): it cannot be excluded.
+                .is_none_or(|created| created >= not_before)
+        })
+        .filter(|instance| !claimed.contains(&instance.instance_id.as_str()))
+        .map(|instance| instance.instance_id.clone())
+        .collect();
+    match ids.len() {
+        0 if grace_over => Found::Nothing,
+        0 => Found::NothingYet,
+        1 => Found::One(ids.into_iter().next().unwrap_or_default()),
+        _ => Found::Several(ids),
     }
 }
 
@@ -122,20 +293,41 @@ mod tests {
             instance_id: "inst-1".into(),
             status: Some(status),
             desired_status: Some(desired),
+            connectivity: Some(Connectivity::Online),
             ..Instance::default()
         }
     }
 
-    fn observation<'a>(instance: Remote<'a>) -> Observation<'a> {
+    fn slot<'a>(id: &'a str, remote: Remote<'a>) -> Slot<'a> {
+        Slot {
+            id: Some(id),
+            deploy_started: false,
+            digest: Some("d1"),
+            remote,
+        }
+    }
+
+    fn observation<'a>(current: Remote<'a>) -> Observation<'a> {
         Observation {
             deleting: false,
             has_finalizer: true,
             paused: false,
             deletion_policy: DeletionPolicy::Delete,
             power_state: PowerState::Running,
-            instance_id: Some("inst-1"),
-            instance,
+            update_strategy: UpdateStrategy::Replace,
             restart_requested: false,
+            desired_digest: Some("d1"),
+            current: slot("inst-1", current),
+            replacement: Slot::default(),
+            retiring: Slot::default(),
+            claimed_by_other: false,
+        }
+    }
+
+    fn fresh<'a>() -> Observation<'a> {
+        Observation {
+            current: Slot::default(),
+            ..observation(Remote::NotLooked)
         }
     }
 
@@ -143,15 +335,19 @@ mod tests {
     fn finalizer_goes_on_before_the_first_deploy() {
         let o = Observation {
             has_finalizer: false,
-            instance_id: None,
-            ..observation(Remote::NotLooked)
+            ..fresh()
         };
         assert_eq!(next_step(&o), Step::AddFinalizer);
-        let o = Observation {
-            has_finalizer: true,
-            ..o
-        };
-        assert_eq!(next_step(&o), Step::Deploy);
+        assert_eq!(next_step(&fresh()), Step::Deploy(Which::Current));
+    }
+
+    #[test]
+    fn a_marked_deploy_without_an_id_is_looked_for_not_repeated() {
+        let mut o = fresh();
+        o.current.deploy_started = true;
+        assert_eq!(next_step(&o), Step::FindDeployed(Which::Current));
+        o.deleting = true;
+        assert_eq!(next_step(&o), Step::FindDeployed(Which::Current));
     }
 
     #[test]
@@ -159,7 +355,7 @@ mod tests {
         let o = Observation {
             paused: true,
             deleting: true,
-            ..observation(Remote::NotLooked)
+            ..fresh()
         };
         assert_eq!(next_step(&o), Step::Paused);
     }
@@ -212,24 +408,98 @@ mod tests {
     }
 
     #[test]
-    fn vanished_instance_is_reported_not_redeployed() {
+    fn vanished_or_claimed_instance_is_reported_not_redeployed() {
         assert_eq!(next_step(&observation(Remote::Gone)), Step::InstanceGone);
+        let running = instance(InstanceStatus::Running, DesiredStatus::Running);
+        let o = Observation {
+            claimed_by_other: true,
+            ..observation(Remote::Found(&running))
+        };
+        assert_eq!(next_step(&o), Step::InstanceClaimed);
     }
 
     #[test]
-    fn deletion_destroys_then_waits_then_lets_go() {
+    fn an_adopted_instance_gets_its_digest_recorded() {
         let running = instance(InstanceStatus::Running, DesiredStatus::Running);
-        let deleting = |remote| Observation {
-            deleting: true,
-            ..observation(remote)
-        };
-        assert_eq!(next_step(&deleting(Remote::Found(&running))), Step::Destroy);
+        let mut o = observation(Remote::Found(&running));
+        o.current.digest = None;
+        assert_eq!(next_step(&o), Step::RecordDigest);
+    }
+
+    #[test]
+    fn drift_under_replace_deploys_waits_promotes_then_retires() {
+        let running = instance(InstanceStatus::Running, DesiredStatus::Running);
+        let mut o = observation(Remote::Found(&running));
+        o.desired_digest = Some("d2");
+        assert_eq!(next_step(&o), Step::Deploy(Which::Replacement));
+
+        o.replacement.deploy_started = true;
+        assert_eq!(next_step(&o), Step::FindDeployed(Which::Replacement));
+
+        let provisioning = instance(InstanceStatus::Provisioning, DesiredStatus::Running);
+        o.replacement = slot("inst-2", Remote::Found(&provisioning));
+        assert_eq!(next_step(&o), Step::AwaitTransition);
+        let ready = instance(InstanceStatus::Running, DesiredStatus::Running);
+        o.replacement = slot("inst-2", Remote::Found(&ready));
+        assert_eq!(next_step(&o), Step::PromoteReplacement);
+        o.replacement = slot("inst-2", Remote::Gone);
+        assert_eq!(next_step(&o), Step::Forget(Which::Replacement));
+
+        // After promotion: the new one is current and up to date, the old one retires.
+        let mut promoted = observation(Remote::Found(&ready));
+        promoted.current.digest = Some("d2");
+        promoted.desired_digest = Some("d2");
+        promoted.retiring = slot("inst-1", Remote::Found(&running));
+        assert_eq!(next_step(&promoted), Step::Destroy(Which::Retiring));
+        promoted.retiring = slot("inst-1", Remote::Gone);
+        assert_eq!(next_step(&promoted), Step::Forget(Which::Retiring));
+    }
+
+    #[test]
+    fn drift_under_recreate_retires_first_and_deploys_after_it_is_gone() {
+        let running = instance(InstanceStatus::Running, DesiredStatus::Running);
+        let mut o = observation(Remote::Found(&running));
+        o.desired_digest = Some("d2");
+        o.update_strategy = UpdateStrategy::Recreate;
+        assert_eq!(next_step(&o), Step::RetireForRecreate);
+
         let terminating = instance(InstanceStatus::Running, DesiredStatus::Terminated);
-        assert_eq!(
-            next_step(&deleting(Remote::Found(&terminating))),
-            Step::AwaitDestroyed
-        );
-        assert_eq!(next_step(&deleting(Remote::Gone)), Step::RemoveFinalizer);
+        let mut retired = fresh();
+        retired.update_strategy = UpdateStrategy::Recreate;
+        retired.retiring = slot("inst-1", Remote::Found(&terminating));
+        assert_eq!(next_step(&retired), Step::AwaitTransition);
+        retired.retiring = slot("inst-1", Remote::Gone);
+        assert_eq!(next_step(&retired), Step::Forget(Which::Retiring));
+        retired.retiring = Slot::default();
+        assert_eq!(next_step(&retired), Step::Deploy(Which::Current));
+    }
+
+    #[test]
+    fn drift_under_on_delete_changes_nothing() {
+        let running = instance(InstanceStatus::Running, DesiredStatus::Running);
+        let mut o = observation(Remote::Found(&running));
+        o.desired_digest = Some("d2");
+        o.update_strategy = UpdateStrategy::OnDelete;
+        assert_eq!(next_step(&o), Step::Steady);
+    }
+
+    #[test]
+    fn deletion_destroys_every_instance_then_lets_go() {
+        let running = instance(InstanceStatus::Running, DesiredStatus::Running);
+        let terminating = instance(InstanceStatus::Running, DesiredStatus::Terminated);
+        let mut o = Observation {
+            deleting: true,
+            ..observation(Remote::Found(&running))
+        };
+        o.replacement = slot("inst-2", Remote::Found(&running));
+        assert_eq!(next_step(&o), Step::Destroy(Which::Replacement));
+        o.replacement = slot("inst-2", Remote::Found(&terminating));
+        assert_eq!(next_step(&o), Step::Destroy(Which::Current));
+        o.current = slot("inst-1", Remote::Found(&terminating));
+        assert_eq!(next_step(&o), Step::AwaitTransition);
+        o.current = slot("inst-1", Remote::Gone);
+        o.replacement = slot("inst-2", Remote::Gone);
+        assert_eq!(next_step(&o), Step::RemoveFinalizer);
     }
 
     #[test]
@@ -243,9 +513,71 @@ mod tests {
         assert_eq!(next_step(&o), Step::RemoveFinalizer);
         let o = Observation {
             deleting: true,
-            instance_id: None,
-            ..observation(Remote::NotLooked)
+            ..fresh()
         };
         assert_eq!(next_step(&o), Step::RemoveFinalizer);
+    }
+
+    fn listed(id: &str, name: &str, created_at: &str, status: InstanceStatus) -> Instance {
+        Instance {
+            instance_id: id.into(),
+            name: name.into(),
+            created_at: Some(created_at.into()),
+            status: Some(status),
+            ..Instance::default()
+        }
+    }
+
+    #[test]
+    fn finding_a_deploy_needs_exact_name_fresh_alive_and_unclaimed() {
+        let mark: k8s_openapi::jiff::Timestamp = "2026-11-29T10:00:00Z".parse().expect("valid");
+        let candidates = [
+            listed(
+                "a",
+                "agent",
+                "2026-11-29T10:00:05Z",
+                InstanceStatus::Pending,
+            ),
+            listed(
+                "b",
+                "agent-2",
+                "2026-11-29T10:00:05Z",
+                InstanceStatus::Pending,
+            ),
+            listed(
+                "c",
+                "agent",
+                "2026-11-29T09:00:00Z",
+                InstanceStatus::Running,
+            ),
+            listed(
+                "d",
+                "agent",
+                "2026-11-29T10:00:06Z",
+                InstanceStatus::Terminated,
+            ),
+            listed(
+                "e",
+                "agent",
+                "2026-11-29T10:00:07Z",
+                InstanceStatus::Running,
+            ),
+        ];
+        assert_eq!(
+            find_deployed(&candidates, "agent", mark, &["e"], false),
+            Found::One("a".into())
+        );
+        assert_eq!(
+            find_deployed(&candidates, "agent", mark, &[], false),
+            Found::Several(vec!["a".into(), "e".into()])
+        );
+        assert_eq!(
+            find_deployed(&candidates, "other", mark, &[], false),
+            Found::NothingYet
+        );
+        assert_eq!(
+            find_deployed(&candidates, "other", mark, &[], true),
+            Found::Nothing
+        );
     }
 }

@@ -1,32 +1,91 @@
 //! The reconcile driver: gathers what is true in Kubernetes and at BeeOS, takes the one step
-//! [`next_step`] chooses, records the outcome in the resource's status and events, and says when
+//! [`next_step`] chooses, records the outcome in annotations, status and events, and says when
 //! to look again. Decisions live in `plan` and `status`; this file only does I/O.
+//!
+//! Crash safety rests on ordering. Every deploy is preceded by a pending mark written with
+//! optimistic concurrency (so of two operator processes only one deploys), and followed by
+//! recording the instance id. Whenever a mark is found without an id the deploy may have
+//! happened unseen, and the step is to look for it by name and adopt it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
+use serde_json::{Value, json};
 
-use super::plan::{Observation, Remote, Step, next_step};
-use super::request::deploy_request;
-use super::status::{Problem, StatusInput, desired_status, observed_instance};
+use super::plan::{Found, Observation, Remote, Slot, Step, Which, find_deployed, next_step};
+use super::request::{deploy_request, digest, inject};
+use super::status::{Problem, StatusInput, Update, desired_status, observed_instance};
 use super::{Context, ReconcileResult};
-use crate::beeos::{BeeosClient, Credential, ErrorClass, Instance};
+use crate::beeos::{BeeosClient, Credential, DeployRequest, ErrorClass, Instance, ListQuery};
 use crate::crd::{
-    BeeosInstance, DeletionPolicy, FINALIZER, INSTANCE_ID_ANNOTATION, PAUSED_ANNOTATION,
-    RESTART_REQUESTED_AT_ANNOTATION, reason,
+    BeeosInstance, DEPLOY_STARTED_AT_ANNOTATION, DEPLOYED_DIGEST_ANNOTATION, DeletionPolicy,
+    FINALIZER, INSTANCE_ID_ANNOTATION, PAUSED_ANNOTATION, REPLACEMENT_DIGEST_ANNOTATION,
+    REPLACEMENT_ID_ANNOTATION, REPLACEMENT_STARTED_AT_ANNOTATION, RESTART_REQUESTED_AT_ANNOTATION,
+    RETIRING_ID_ANNOTATION, UpdateStrategy, reason,
 };
 use crate::error::Error;
 
 /// The field manager of every write the operator makes.
 const MANAGER: &str = "beeos-operator";
+
+/// Instances created up to this long before a pending mark still count as its deploy: the
+/// mark uses the operator's clock, `createdAt` BeeOS's.
+const CLOCK_SKEW_ALLOWANCE: SignedDuration = SignedDuration::from_secs(60);
+
+/// The annotations of one slot.
+struct SlotKeys {
+    id: &'static str,
+    started_at: Option<&'static str>,
+    digest: Option<&'static str>,
+}
+
+fn keys(which: Which) -> SlotKeys {
+    match which {
+        Which::Current => SlotKeys {
+            id: INSTANCE_ID_ANNOTATION,
+            started_at: Some(DEPLOY_STARTED_AT_ANNOTATION),
+            digest: Some(DEPLOYED_DIGEST_ANNOTATION),
+        },
+        Which::Replacement => SlotKeys {
+            id: REPLACEMENT_ID_ANNOTATION,
+            started_at: Some(REPLACEMENT_STARTED_AT_ANNOTATION),
+            digest: Some(REPLACEMENT_DIGEST_ANNOTATION),
+        },
+        Which::Retiring => SlotKeys {
+            id: RETIRING_ID_ANNOTATION,
+            started_at: None,
+            digest: None,
+        },
+    }
+}
+
+fn annotation<'a>(resource: &'a BeeosInstance, key: Option<&str>) -> Option<&'a str> {
+    resource
+        .annotations()
+        .get(key?)
+        .map(String::as_str)
+        .filter(|value| !value.is_empty())
+}
+
+/// A slot as recorded in the resource's annotations (not yet looked up at BeeOS).
+fn recorded_slot(resource: &BeeosInstance, which: Which) -> Slot<'_> {
+    let keys = keys(which);
+    Slot {
+        id: annotation(resource, Some(keys.id)),
+        deploy_started: annotation(resource, keys.started_at).is_some(),
+        digest: annotation(resource, keys.digest),
+        remote: Remote::NotLooked,
+    }
+}
 
 pub async fn reconcile(resource: Arc<BeeosInstance>, ctx: Arc<Context>) -> ReconcileResult {
     let namespace = resource.namespace().ok_or(Error::NotNamespaced)?;
@@ -34,96 +93,175 @@ pub async fn reconcile(resource: Arc<BeeosInstance>, ctx: Arc<Context>) -> Recon
     let _timer = ctx.metrics.reconcile_started();
     let object = ObjectRef::from_obj(&*resource);
 
-    let annotations = resource.annotations();
-    let instance_id = annotations
-        .get(INSTANCE_ID_ANNOTATION)
-        .map(String::as_str)
-        .filter(|id| !id.is_empty());
-    let restart_value = annotations.get(RESTART_REQUESTED_AT_ANNOTATION).cloned();
+    let restart_value = resource
+        .annotations()
+        .get(RESTART_REQUESTED_AT_ANNOTATION)
+        .cloned();
     let last_restart = resource
         .status
         .as_ref()
         .and_then(|s| s.last_restart_requested_at.clone());
+    let deleting = resource.meta().deletion_timestamp.is_some();
     let mut observation = Observation {
-        deleting: resource.meta().deletion_timestamp.is_some(),
+        deleting,
         has_finalizer: resource.finalizers().iter().any(|f| f == FINALIZER),
-        paused: annotations.get(PAUSED_ANNOTATION).map(String::as_str) == Some("true"),
+        paused: annotation(&resource, Some(PAUSED_ANNOTATION)) == Some("true"),
         deletion_policy: resource.spec.deletion_policy,
         power_state: resource.spec.power_state,
-        instance_id,
-        instance: Remote::NotLooked,
+        update_strategy: resource.spec.update_strategy,
         restart_requested: restart_value.is_some() && restart_value != last_restart,
+        desired_digest: None,
+        current: recorded_slot(&resource, Which::Current),
+        replacement: recorded_slot(&resource, Which::Replacement),
+        retiring: recorded_slot(&resource, Which::Retiring),
+        claimed_by_other: false,
     };
     let mut driver = Driver {
         api: &api,
         ctx: &ctx,
         resource: &resource,
-        instance: None,
+        namespace: &namespace,
+        instances: BTreeMap::new(),
         last_restart,
     };
 
     // Steps that need no BeeOS call come first, so that a resource without credentials can
     // still be paused, get its finalizer, or be deleted when nothing was ever deployed.
     match next_step(&observation) {
-        Step::Paused => return driver.finish(Step::Paused, None).await,
+        Step::Paused => return driver.finish(Step::Paused, None, Update::None).await,
         Step::AddFinalizer => {
             driver.set_finalizer(true).await?;
-            // The finalizer change wakes the resource again; deploy happens then.
+            // The finalizer change wakes the resource again; the deploy happens then.
             return Ok(Action::await_change());
         }
-        Step::RemoveFinalizer => return driver.release(observation.deletion_policy).await,
-        Step::Steady if observation.deleting => return Ok(Action::await_change()),
+        Step::RemoveFinalizer => return driver.release().await,
+        Step::Steady if deleting => return Ok(Action::await_change()),
         _ => {}
     }
 
-    let beeos = match driver.beeos_client(&namespace).await? {
+    let beeos = match driver.beeos_client().await? {
         Ok(beeos) => beeos,
-        Err(problem) => return driver.finish(Step::Steady, Some(problem)).await,
+        Err(problem) => {
+            return driver
+                .finish(Step::Steady, Some(problem), Update::None)
+                .await;
+        }
     };
-    if let Some(instance_id) = instance_id {
-        match beeos.get(instance_id).await {
-            Ok(instance) if instance.is_terminated() => observation.instance = Remote::Gone,
-            Ok(instance) => driver.instance = Some(instance),
-            Err(err) if err.is_not_found() => observation.instance = Remote::Gone,
+    let request = if deleting {
+        None
+    } else {
+        match driver.desired_request().await? {
+            Ok(request) => Some(request),
+            Err(problem) => {
+                return driver
+                    .finish(Step::Steady, Some(problem), Update::None)
+                    .await;
+            }
+        }
+    };
+    let desired_digest = request.as_ref().map(digest);
+    observation.desired_digest = desired_digest.as_deref();
+
+    // The instances as BeeOS reports them now; the observation borrows them.
+    let mut looked_up: BTreeMap<u8, Instance> = BTreeMap::new();
+    for which in [Which::Current, Which::Replacement, Which::Retiring] {
+        let Some(id) = driver.slot(&observation, which).id else {
+            continue;
+        };
+        match beeos.get(id).await {
+            Ok(instance) if instance.is_terminated() => {}
+            Ok(instance) => {
+                looked_up.insert(which_key(which), instance);
+            }
+            Err(err) if err.is_not_found() => {}
             Err(err) => return driver.failed(Step::AwaitTransition, err, &object).await,
         }
     }
-    if let Some(instance) = &driver.instance {
-        observation.instance = Remote::Found(instance);
+    for which in [Which::Current, Which::Replacement, Which::Retiring] {
+        let slot = match which {
+            Which::Current => &mut observation.current,
+            Which::Replacement => &mut observation.replacement,
+            Which::Retiring => &mut observation.retiring,
+        };
+        if slot.id.is_some() {
+            slot.remote = match looked_up.get(&which_key(which)) {
+                Some(instance) => Remote::Found(instance),
+                None => Remote::Gone,
+            };
+        }
     }
+    observation.claimed_by_other = observation
+        .current
+        .id
+        .is_some_and(|id| ctx.claimed_by_older(&resource, id));
 
     let step = next_step(&observation);
+    let update = update_progress(&observation, step);
+    tracing::debug!(?step, ?update, "planned");
     let outcome = match step {
-        Step::Deploy => driver.deploy(&beeos).await,
+        Step::Deploy(which) => {
+            let request = request.unwrap_or_default();
+            driver.deploy(&beeos, which, &request).await
+        }
+        Step::FindDeployed(which) => {
+            let name = deploy_request(&resource.spec, &resource.name_any()).name;
+            driver
+                .find_deployed(&beeos, which, &name, &observation)
+                .await
+        }
+        Step::RecordDigest => {
+            let id = observation.current.id.unwrap_or_default();
+            driver
+                .record_digest(id, desired_digest.as_deref())
+                .await
+                .map(|()| None)
+        }
         Step::Start | Step::Stop | Step::Restart => {
-            let id = instance_id.unwrap_or_default();
+            let id = observation.current.id.unwrap_or_default();
             driver
                 .power(&beeos, step, id, restart_value.as_deref())
                 .await
         }
-        Step::Destroy => {
-            driver
-                .destroy(&beeos, instance_id.unwrap_or_default())
-                .await
+        Step::Destroy(which) => {
+            let id = driver.slot(&observation, which).id.unwrap_or_default();
+            driver.destroy(&beeos, id).await
         }
-        Step::RemoveFinalizer => return driver.release(observation.deletion_policy).await,
+        Step::Forget(which) => driver.forget(which, &observation).await.map(|()| None),
+        Step::PromoteReplacement => driver.promote(&observation).await.map(|()| None),
+        Step::RetireForRecreate => driver
+            .retire_for_recreate(&observation)
+            .await
+            .map(|()| None),
+        Step::RemoveFinalizer => return driver.release().await,
         Step::InstanceGone => Ok(Some(Problem::NeedsAction {
             reason: reason::INSTANCE_GONE,
             message: format!(
-                "instance {} no longer exists at BeeOS; remove the {INSTANCE_ID_ANNOTATION} \
-                 annotation to deploy a new one",
-                instance_id.unwrap_or_default()
+                "instance {} does not exist at BeeOS or is not visible with these credentials; \
+                 remove the {INSTANCE_ID_ANNOTATION} annotation to deploy a new one",
+                observation.current.id.unwrap_or_default()
             ),
         })),
-        Step::AwaitTransition | Step::AwaitDestroyed | Step::Steady => Ok(None),
-        Step::Paused | Step::AddFinalizer => Ok(None),
+        Step::InstanceClaimed => Ok(Some(Problem::NeedsAction {
+            reason: reason::INSTANCE_CLAIMED,
+            message: format!(
+                "instance {} is already owned by another BeeosInstance; give this one another \
+                 {INSTANCE_ID_ANNOTATION} or remove the annotation to deploy a new instance",
+                observation.current.id.unwrap_or_default()
+            ),
+        })),
+        Step::AwaitTransition | Step::Steady | Step::Paused | Step::AddFinalizer => Ok(None),
     };
+    // Answers from the step itself are newer than the lookups.
+    for (which, instance) in looked_up {
+        driver.instances.entry(which).or_insert(instance);
+    }
     match outcome {
         Ok(problem) => {
             ctx.clear_backoff(&object);
-            driver.finish(step, problem).await
+            driver.finish(step, problem, update).await
         }
-        Err(err) => driver.failed(step, err, &object).await,
+        Err(Error::Beeos(err)) => driver.failed(step, err, &object).await,
+        Err(err) => Err(err),
     }
 }
 
@@ -132,59 +270,76 @@ pub async fn reconcile(resource: Arc<BeeosInstance>, ctx: Arc<Context>) -> Recon
 pub fn error_policy(_resource: Arc<BeeosInstance>, err: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(error = %err, "reconcile failed");
     ctx.metrics.reconcile_failed(err.reason());
-    Action::requeue(ctx.intervals.min_backoff.max(Duration::from_secs(5)))
+    Action::requeue(ctx.intervals.min_backoff.max(Duration::from_secs(1)))
+}
+
+fn which_key(which: Which) -> u8 {
+    match which {
+        Which::Current => 0,
+        Which::Replacement => 1,
+        Which::Retiring => 2,
+    }
+}
+
+/// What the status should say about a spec change in progress.
+fn update_progress(o: &Observation<'_>, step: Step) -> Update {
+    let drifted = match (o.desired_digest, o.current.digest) {
+        (Some(desired), Some(deployed)) => desired != deployed,
+        _ => false,
+    };
+    if o.replacement.id.is_some()
+        || o.replacement.deploy_started
+        || matches!(step, Step::Deploy(Which::Replacement))
+    {
+        Update::Replacing
+    } else if step == Step::RetireForRecreate || (o.current.id.is_none() && o.retiring.id.is_some())
+    {
+        Update::Recreating
+    } else if drifted && o.update_strategy == UpdateStrategy::OnDelete {
+        Update::DriftLeftAlone
+    } else {
+        Update::None
+    }
 }
 
 struct Driver<'a> {
     api: &'a Api<BeeosInstance>,
     ctx: &'a Context,
     resource: &'a BeeosInstance,
-    /// The instance as BeeOS last answered in this reconcile.
-    instance: Option<Instance>,
+    namespace: &'a str,
+    /// Instances as BeeOS last answered in this reconcile, by slot (see [`which_key`]).
+    instances: BTreeMap<u8, Instance>,
     last_restart: Option<String>,
 }
 
 impl Driver<'_> {
+    fn slot<'o>(&self, observation: &Observation<'o>, which: Which) -> Slot<'o> {
+        match which {
+            Which::Current => observation.current,
+            Which::Replacement => observation.replacement,
+            Which::Retiring => observation.retiring,
+        }
+    }
+
     /// The BeeOS client for the resource's credentials, or the problem that keeps it from one.
-    async fn beeos_client(&self, namespace: &str) -> Result<Result<BeeosClient, Problem>, Error> {
+    async fn beeos_client(&self) -> Result<Result<BeeosClient, Problem>, Error> {
         let credential = match &self.resource.spec.credentials {
             Some(reference) => {
-                let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), namespace);
-                let secret = secrets
-                    .get_opt(&reference.name)
-                    .await
-                    .map_err(Error::ReadCredentials)?;
-                let key = reference.key();
-                let value = secret
-                    .as_ref()
-                    .and_then(|s| s.data.as_ref())
-                    .and_then(|data| data.get(key))
-                    .map(|bytes| bytes.0.clone());
                 let problem = |what: String| Problem::NeedsAction {
                     reason: reason::CREDENTIALS_UNAVAILABLE,
                     message: what,
                 };
-                let Some(secret) = secret else {
-                    return Ok(Err(problem(format!(
-                        "credentials Secret {namespace}/{} not found",
-                        reference.name
-                    ))));
+                let token = match self.secret_value(&reference.name, reference.key()).await? {
+                    Ok(token) => token,
+                    Err(missing) => return Ok(Err(problem(format!("credentials {missing}")))),
                 };
-                let Some(value) = value else {
-                    return Ok(Err(problem(format!(
-                        "credentials Secret {namespace}/{} has no key {key:?}",
-                        secret.name_any()
-                    ))));
-                };
-                match String::from_utf8(value)
-                    .ok()
-                    .and_then(|token| Credential::new(token).ok())
-                {
-                    Some(credential) => credential,
-                    None => {
+                match Credential::new(token) {
+                    Ok(credential) => credential,
+                    Err(_) => {
                         return Ok(Err(problem(format!(
-                            "key {key:?} of credentials Secret {namespace}/{} does not hold a \
-                             BeeOS token",
+                            "key {:?} of credentials Secret {}/{} does not hold a BeeOS token",
+                            reference.key(),
+                            self.namespace,
                             reference.name
                         ))));
                     }
@@ -212,36 +367,201 @@ impl Driver<'_> {
             }))
     }
 
+    /// Reads one key of a Secret in the resource's namespace. `Err` names what is missing,
+    /// never a value.
+    async fn secret_value(&self, name: &str, key: &str) -> Result<Result<String, String>, Error> {
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+        let secret = secrets.get_opt(name).await.map_err(Error::ReadSecret)?;
+        let where_ = format!("Secret {}/{name}", self.namespace);
+        let Some(secret) = secret else {
+            return Ok(Err(format!("{where_} not found")));
+        };
+        let value = secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(key))
+            .map(|bytes| bytes.0.clone());
+        Ok(match value {
+            None => Err(format!("{where_} has no key {key:?}")),
+            Some(bytes) => String::from_utf8(bytes)
+                .map_err(|_| format!("key {key:?} of {where_} is not UTF-8 text")),
+        })
+    }
+
+    /// The deploy body the spec asks for now, Secret values injected.
+    async fn desired_request(&self) -> Result<Result<DeployRequest, Problem>, Error> {
+        let mut request = deploy_request(&self.resource.spec, &self.resource.name_any());
+        for injection in &self.resource.spec.secret_injections {
+            let reference = &injection.secret_key_ref;
+            let problem = |message: String| Problem::NeedsAction {
+                reason: reason::SECRET_UNAVAILABLE,
+                message,
+            };
+            let value = match self.secret_value(&reference.name, &reference.key).await? {
+                Ok(value) => value,
+                Err(missing) => {
+                    return Ok(Err(problem(format!(
+                        "secretInjections {:?}: {missing}",
+                        injection.path
+                    ))));
+                }
+            };
+            if let Err(message) = inject(&mut request, &injection.path, value) {
+                return Ok(Err(problem(format!("secretInjections: {message}"))));
+            }
+        }
+        Ok(Ok(request))
+    }
+
+    /// Marks the slot as deploying (guarded by the resourceVersion, so a second operator
+    /// process racing for the same resource loses here), deploys, and records the id.
     async fn deploy(
         &mut self,
         beeos: &BeeosClient,
-    ) -> Result<Option<Problem>, crate::beeos::Error> {
-        let request = deploy_request(&self.resource.spec, &self.resource.name_any());
-        let instance = beeos.deploy(&request).await?;
-        self.ctx.metrics.beeos_call("deploy");
-        // Recorded at once: the annotation, not status, is the source of truth for the id.
-        if let Err(err) = self
-            .annotate(&[(INSTANCE_ID_ANNOTATION, Some(&instance.instance_id))])
-            .await
-        {
-            tracing::error!(instance_id = %instance.instance_id, error = %err,
-                "deployed, but recording the instance id failed");
+        which: Which,
+        request: &DeployRequest,
+    ) -> Result<Option<Problem>, Error> {
+        let keys = keys(which);
+        let now = Timestamp::now().to_string();
+        let request_digest = digest(request);
+        let mut mark = vec![(keys.id, None)];
+        mark.extend(keys.started_at.map(|k| (k, Some(now.as_str()))));
+        mark.extend(keys.digest.map(|k| (k, Some(request_digest.as_str()))));
+        match self.annotate(&mark, true).await {
+            Ok(()) => {}
+            // Someone else changed the resource first (maybe another operator marking it):
+            // start again from what is there now.
+            Err(Error::WriteAnnotations(kube::Error::Api(status))) if status.code == 409 => {
+                return Ok(None);
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "marking the deploy failed");
+                return Ok(Some(Problem::Retrying {
+                    reason: err.reason(),
+                    message: err.to_string(),
+                }));
+            }
         }
+
+        let instance = match beeos.deploy(request).await {
+            Ok(instance) => instance,
+            Err(err) => {
+                if !err.may_have_taken_effect() {
+                    // Nothing was created: clear the mark so a retry need not look first.
+                    let mut clear = vec![];
+                    clear.extend(keys.started_at.map(|k| (k, None)));
+                    clear.extend(keys.digest.map(|k| (k, None)));
+                    if let Err(clear_err) = self.annotate(&clear, false).await {
+                        tracing::warn!(error = %clear_err, "clearing the deploy mark failed");
+                    }
+                }
+                // Else the mark stays: the next reconcile looks for the instance.
+                return Err(err.into());
+            }
+        };
+        self.ctx.metrics.beeos_call("deploy");
+        let mut record = vec![(keys.id, Some(instance.instance_id.as_str()))];
+        record.extend(keys.started_at.map(|k| (k, None)));
+        // The id must land however the resource changed meanwhile: no resourceVersion guard.
+        // Should this fail, the mark stays and the next reconcile adopts the instance by name.
+        if let Err(err) = self.annotate(&record, false).await {
+            tracing::error!(instance_id = %instance.instance_id, error = %err,
+                "deployed, but recording the instance id failed; it will be looked up");
+        }
+        let what = match which {
+            Which::Replacement => "replacement ",
+            _ => "",
+        };
         self.publish(
             EventType::Normal,
             reason::DEPLOYED,
             "Deploy",
-            format!("deployed BeeOS instance {}", instance.instance_id),
+            format!("deployed {what}BeeOS instance {}", instance.instance_id),
         )
         .await;
-        // A restart asked for before the deploy is satisfied by the deploy itself.
-        self.last_restart = self
-            .resource
-            .annotations()
-            .get(RESTART_REQUESTED_AT_ANNOTATION)
-            .cloned();
-        self.instance = Some(instance);
+        if which == Which::Current {
+            // A restart asked for before the deploy is satisfied by the deploy itself.
+            self.last_restart = self
+                .resource
+                .annotations()
+                .get(RESTART_REQUESTED_AT_ANNOTATION)
+                .cloned();
+        }
+        self.instances.insert(which_key(which), instance);
         Ok(None)
+    }
+
+    /// Looks for an instance a marked deploy may have created unseen, and adopts it.
+    async fn find_deployed(
+        &mut self,
+        beeos: &BeeosClient,
+        which: Which,
+        name: &str,
+        observation: &Observation<'_>,
+    ) -> Result<Option<Problem>, Error> {
+        let keys = keys(which);
+        let marked_at = annotation(self.resource, keys.started_at)
+            .and_then(|at| at.parse::<Timestamp>().ok())
+            // An unreadable mark: assume the worst (just now) so the grace period applies.
+            .unwrap_or_else(Timestamp::now);
+        let listed = beeos.list_all(&ListQuery::search(name)).await?;
+        let mut claimed = self.ctx.claimed_ids(self.resource);
+        claimed.extend(
+            [
+                observation.current.id,
+                observation.replacement.id,
+                observation.retiring.id,
+            ]
+            .into_iter()
+            .flatten()
+            .map(str::to_owned),
+        );
+        let claimed: Vec<&str> = claimed.iter().map(String::as_str).collect();
+        let grace = SignedDuration::try_from(self.ctx.intervals.deploy_grace)
+            .unwrap_or(SignedDuration::MAX);
+        let grace_over = Timestamp::now().duration_since(marked_at) > grace;
+        let not_before = marked_at
+            .checked_sub(CLOCK_SKEW_ALLOWANCE)
+            .unwrap_or(marked_at);
+        match find_deployed(&listed, name, not_before, &claimed, grace_over) {
+            Found::One(id) => {
+                let mut record = vec![(keys.id, Some(id.as_str()))];
+                record.extend(keys.started_at.map(|k| (k, None)));
+                self.annotate(&record, true).await?;
+                self.publish(
+                    EventType::Normal,
+                    reason::ADOPTED,
+                    "Adopt",
+                    format!("found BeeOS instance {id}, deployed by an earlier attempt whose answer was lost"),
+                )
+                .await;
+                if let Some(instance) = listed.into_iter().find(|i| i.instance_id == id) {
+                    self.instances.insert(which_key(which), instance);
+                }
+                Ok(None)
+            }
+            Found::Several(ids) => Ok(Some(Problem::NeedsAction {
+                reason: reason::AMBIGUOUS_DEPLOY,
+                message: format!(
+                    "several BeeOS instances named {name:?} appeared after the deploy started \
+                     ({}); set {} to the one to keep and destroy the others",
+                    ids.join(", "),
+                    keys.id
+                ),
+            })),
+            Found::NothingYet => Ok(None),
+            Found::Nothing => {
+                // The deploy never happened: clear the mark (guarded, in case another process
+                // just marked it again) so the next reconcile deploys.
+                let mut clear = vec![];
+                clear.extend(keys.started_at.map(|k| (k, None)));
+                clear.extend(keys.digest.map(|k| (k, None)));
+                if let Err(err) = self.annotate(&clear, true).await {
+                    tracing::info!(error = %err, "clearing a stale deploy mark failed");
+                }
+                Ok(None)
+            }
+        }
     }
 
     async fn power(
@@ -250,34 +570,46 @@ impl Driver<'_> {
         step: Step,
         instance_id: &str,
         restart_value: Option<&str>,
-    ) -> Result<Option<Problem>, crate::beeos::Error> {
-        let (result, reason, action) = match step {
-            Step::Start => (beeos.start(instance_id).await, reason::STARTING, "Start"),
-            Step::Stop => (beeos.stop(instance_id).await, reason::STOPPING, "Stop"),
+    ) -> Result<Option<Problem>, Error> {
+        let (result, reason, action, operation) = match step {
+            Step::Start => (
+                beeos.start(instance_id).await,
+                reason::STARTING,
+                "Start",
+                "start",
+            ),
+            Step::Stop => (
+                beeos.stop(instance_id).await,
+                reason::STOPPING,
+                "Stop",
+                "stop",
+            ),
             _ => (
                 beeos.restart(instance_id).await,
                 reason::RESTARTING,
                 "Restart",
+                "restart",
             ),
         };
         match result {
             Ok(instance) => {
+                self.ctx.metrics.beeos_call(operation);
                 self.publish(
                     EventType::Normal,
                     reason,
                     action,
-                    format!("{} BeeOS instance {instance_id}", action.to_lowercase()),
+                    format!("{operation} BeeOS instance {instance_id}"),
                 )
                 .await;
                 if step == Step::Restart {
                     self.last_restart = restart_value.map(str::to_owned);
                 }
-                self.instance = Some(instance);
+                self.instances.insert(which_key(Which::Current), instance);
                 Ok(None)
             }
             // The instance moved under us; look again after the transition.
             Err(err) if err.class() == ErrorClass::Transition => Ok(None),
-            Err(err) => Err(err),
+            Err(err) => Err(err.into()),
         }
     }
 
@@ -285,9 +617,10 @@ impl Driver<'_> {
         &mut self,
         beeos: &BeeosClient,
         instance_id: &str,
-    ) -> Result<Option<Problem>, crate::beeos::Error> {
+    ) -> Result<Option<Problem>, Error> {
         match beeos.destroy(instance_id).await {
             Ok(()) => {
+                self.ctx.metrics.beeos_call("destroy");
                 self.publish(
                     EventType::Normal,
                     reason::DELETING,
@@ -297,20 +630,104 @@ impl Driver<'_> {
                 .await;
                 Ok(None)
             }
-            Err(err) if err.is_not_found() => Ok(None),
-            // 409: a transition is under way; destroy again after it.
-            Err(err) if err.class() == ErrorClass::Transition => Ok(None),
-            Err(err) => Err(err),
+            // Gone already, or mid-transition (409): look again soon.
+            Err(err) if err.is_not_found() || err.class() == ErrorClass::Transition => Ok(None),
+            Err(err) => Err(err.into()),
         }
     }
 
-    /// Lets the resource go: the instance is destroyed, orphaned, or never existed.
-    async fn release(&self, policy: DeletionPolicy) -> ReconcileResult {
+    /// Records what an instance adopted through its annotation counts as deployed with.
+    async fn record_digest(&self, instance_id: &str, digest: Option<&str>) -> Result<(), Error> {
+        self.annotate(&[(DEPLOYED_DIGEST_ANNOTATION, digest)], false)
+            .await?;
+        self.publish(
+            EventType::Normal,
+            reason::ADOPTED,
+            "Adopt",
+            format!("adopted BeeOS instance {instance_id}"),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Drops a slot whose instance is gone.
+    async fn forget(&self, which: Which, observation: &Observation<'_>) -> Result<(), Error> {
+        let keys = keys(which);
+        let mut clear = vec![(keys.id, None)];
+        clear.extend(keys.digest.map(|k| (k, None)));
+        self.annotate(&clear, true).await?;
+        if which == Which::Retiring {
+            let id = observation.retiring.id.unwrap_or_default();
+            self.publish(
+                EventType::Normal,
+                reason::RETIRED,
+                "Destroy",
+                format!("replaced BeeOS instance {id} is gone"),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Makes the ready replacement current and retires the old instance, in one guarded write.
+    async fn promote(&self, observation: &Observation<'_>) -> Result<(), Error> {
+        let old = observation.current.id;
+        let new = observation.replacement.id;
+        self.annotate(
+            &[
+                (INSTANCE_ID_ANNOTATION, new),
+                (DEPLOYED_DIGEST_ANNOTATION, observation.replacement.digest),
+                (RETIRING_ID_ANNOTATION, old),
+                (REPLACEMENT_ID_ANNOTATION, None),
+                (REPLACEMENT_DIGEST_ANNOTATION, None),
+            ],
+            true,
+        )
+        .await?;
+        self.publish(
+            EventType::Normal,
+            reason::REPLACING,
+            "Replace",
+            format!(
+                "BeeOS instance {} replaces {} (the spec changed)",
+                new.unwrap_or_default(),
+                old.unwrap_or_default()
+            ),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Recreate: retire the current instance; a new one is deployed once it is gone.
+    async fn retire_for_recreate(&self, observation: &Observation<'_>) -> Result<(), Error> {
+        let old = observation.current.id;
+        self.annotate(
+            &[
+                (RETIRING_ID_ANNOTATION, old),
+                (INSTANCE_ID_ANNOTATION, None),
+                (DEPLOYED_DIGEST_ANNOTATION, None),
+            ],
+            true,
+        )
+        .await?;
+        self.publish(
+            EventType::Normal,
+            reason::RECREATING,
+            "Recreate",
+            format!(
+                "destroying BeeOS instance {} to deploy the changed spec",
+                old.unwrap_or_default()
+            ),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Lets the resource go: its instances are destroyed, orphaned, or never existed.
+    async fn release(&self) -> ReconcileResult {
         self.set_finalizer(false).await?;
-        let (reason, message) = match (
-            policy,
-            self.resource.annotations().get(INSTANCE_ID_ANNOTATION),
-        ) {
+        let id = annotation(self.resource, Some(INSTANCE_ID_ANNOTATION));
+        let (reason, message) = match (self.resource.spec.deletion_policy, id) {
             (DeletionPolicy::Orphan, Some(id)) => (
                 reason::ORPHANED,
                 format!("left BeeOS instance {id} running (deletionPolicy Orphan)"),
@@ -354,13 +771,19 @@ impl Driver<'_> {
             self.publish(EventType::Warning, err.reason(), "Reconcile", message)
                 .await;
         }
-        self.write_status(step, Some(&problem)).await?;
+        self.write_status(step, Some(&problem), Update::None)
+            .await?;
         Ok(Action::requeue(requeue))
     }
 
     /// Writes the status (when it changed) and picks when to look again.
-    async fn finish(&self, step: Step, problem: Option<Problem>) -> ReconcileResult {
-        self.write_status(step, problem.as_ref()).await?;
+    async fn finish(
+        &self,
+        step: Step,
+        problem: Option<Problem>,
+        update: Update,
+    ) -> ReconcileResult {
+        self.write_status(step, problem.as_ref(), update).await?;
         let intervals = &self.ctx.intervals;
         Ok(match (&problem, step) {
             (_, Step::Paused) => Action::await_change(),
@@ -371,12 +794,24 @@ impl Driver<'_> {
         })
     }
 
-    async fn write_status(&self, step: Step, problem: Option<&Problem>) -> Result<(), Error> {
+    async fn write_status(
+        &self,
+        step: Step,
+        problem: Option<&Problem>,
+        update: Update,
+    ) -> Result<(), Error> {
         let current = self.resource.status.as_ref();
-        let instance = match &self.instance {
-            Some(instance) => Some(observed_instance(instance)),
-            None if step == Step::InstanceGone => None,
+        let looked_up = |which: Which| self.instances.get(&which_key(which)).map(observed_instance);
+        let has_id = |which: Which| annotation(self.resource, Some(keys(which).id)).is_some();
+        let instance = match looked_up(Which::Current) {
+            Some(instance) => Some(instance),
+            None if step == Step::InstanceGone || !has_id(Which::Current) => None,
             None => current.and_then(|s| s.instance.clone()),
+        };
+        let replacement = match looked_up(Which::Replacement) {
+            Some(instance) => Some(instance),
+            None if !has_id(Which::Replacement) => None,
+            None => current.and_then(|s| s.replacement.clone()),
         };
         let input = StatusInput {
             generation: self.resource.meta().generation,
@@ -384,10 +819,12 @@ impl Driver<'_> {
             deleting: self.resource.meta().deletion_timestamp.is_some(),
             step,
             instance,
+            replacement,
+            update,
             problem,
             last_restart_requested_at: self.last_restart.clone(),
         };
-        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let now = Time(Timestamp::now());
         let status = desired_status(current, &input, &now);
         if current == Some(&status) {
             return Ok(());
@@ -436,17 +873,26 @@ impl Driver<'_> {
         Ok(())
     }
 
-    async fn annotate(&self, annotations: &[(&str, Option<&str>)]) -> Result<(), Error> {
-        let annotations: serde_json::Map<String, serde_json::Value> = annotations
+    /// Sets (`Some`) or removes (`None`) annotations in one merge patch; `guarded` makes it
+    /// fail with a conflict when the resource changed since this reconcile read it.
+    async fn annotate(
+        &self,
+        annotations: &[(&str, Option<&str>)],
+        guarded: bool,
+    ) -> Result<(), Error> {
+        let annotations: serde_json::Map<String, Value> = annotations
             .iter()
             .map(|(key, value)| ((*key).to_owned(), json!(value)))
             .collect();
-        let patch = json!({"metadata": {"annotations": annotations}});
+        let mut metadata = json!({"annotations": annotations});
+        if guarded {
+            metadata["resourceVersion"] = json!(self.resource.resource_version());
+        }
         self.api
             .patch(
                 &self.resource.name_any(),
                 &PatchParams::default(),
-                &Patch::Merge(&patch),
+                &Patch::Merge(&json!({"metadata": metadata})),
             )
             .await
             .map_err(Error::WriteAnnotations)?;

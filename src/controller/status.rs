@@ -27,6 +27,18 @@ pub enum Problem {
     },
 }
 
+/// A spec change on its way to BeeOS (or deliberately not).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Update {
+    None,
+    /// A replacement is being deployed; the current instance serves until it is ready.
+    Replacing,
+    /// The instance is being destroyed so a new one can be deployed.
+    Recreating,
+    /// The spec changed but the update strategy is OnDelete.
+    DriftLeftAlone,
+}
+
 /// Everything the status is derived from.
 #[derive(Clone, Debug)]
 pub struct StatusInput<'a> {
@@ -36,6 +48,9 @@ pub struct StatusInput<'a> {
     pub step: Step,
     /// The instance as last seen (this reconcile, or the previous status when not looked up).
     pub instance: Option<ObservedInstance>,
+    /// The replacement being deployed, if any.
+    pub replacement: Option<ObservedInstance>,
+    pub update: Update,
     pub problem: Option<&'a Problem>,
     pub last_restart_requested_at: Option<String>,
 }
@@ -89,6 +104,13 @@ pub fn desired_status(
         _ => (false, reason::NO_ISSUES, String::new()),
     };
     let synced = match input.problem {
+        None if input.update == Update::DriftLeftAlone => (
+            false,
+            reason::SPEC_DRIFT,
+            "the spec changed since the instance was deployed; updateStrategy is OnDelete, so \
+             nothing changes until the resource is deleted and created again"
+                .to_owned(),
+        ),
         None if input.step == Step::Paused => (
             false,
             reason::PAUSED,
@@ -131,6 +153,7 @@ pub fn desired_status(
         observed_generation: input.generation,
         conditions,
         instance: input.instance.clone(),
+        replacement: input.replacement.clone(),
         last_restart_requested_at: input.last_restart_requested_at.clone(),
     }
 }
@@ -146,6 +169,33 @@ fn ready_condition(input: &StatusInput<'_>) -> (bool, &'static str, String) {
             reason::DELETING,
             "the resource is being deleted".into(),
         );
+    }
+    match input.update {
+        Update::Replacing => {
+            let progress = match &input.replacement {
+                Some(replacement) => format!(
+                    "replacement {} is {}",
+                    replacement.id,
+                    replacement.status.as_deref().unwrap_or("being deployed")
+                ),
+                None => "the replacement is being deployed".to_owned(),
+            };
+            return (
+                false,
+                reason::REPLACING,
+                format!(
+                    "the spec changed: {progress}; the current instance serves until it is ready"
+                ),
+            );
+        }
+        Update::Recreating => {
+            return (
+                false,
+                reason::RECREATING,
+                "the spec changed: the instance is destroyed and deployed again".into(),
+            );
+        }
+        Update::None | Update::DriftLeftAlone => {}
     }
     let Some(instance) = &input.instance else {
         return (
@@ -247,6 +297,8 @@ mod tests {
             deleting: false,
             step: Step::Steady,
             instance,
+            replacement: None,
+            update: Update::None,
             problem: None,
             last_restart_requested_at: None,
         }
@@ -357,6 +409,42 @@ mod tests {
             condition(&ready, condition::STALLED).last_transition_time,
             now(1)
         );
+    }
+
+    #[test]
+    fn replacing_is_not_ready_and_names_the_replacement() {
+        let mut replacing = input(Some(running_online()));
+        replacing.update = Update::Replacing;
+        let mut replacement = running_online();
+        replacement.id = "inst-2".into();
+        replacement.status = Some("provisioning".into());
+        replacing.replacement = Some(replacement);
+        let status = desired_status(None, &replacing, &now(1));
+        let ready = condition(&status, condition::READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", reason::REPLACING)
+        );
+        assert!(
+            ready.message.contains("inst-2 is provisioning"),
+            "{}",
+            ready.message
+        );
+        assert_eq!(condition(&status, condition::RECONCILING).status, "True");
+        assert_eq!(status.replacement.map(|r| r.id).as_deref(), Some("inst-2"));
+    }
+
+    #[test]
+    fn drift_left_alone_stays_ready_but_not_synced() {
+        let mut drifted = input(Some(running_online()));
+        drifted.update = Update::DriftLeftAlone;
+        let status = desired_status(None, &drifted, &now(1));
+        assert_eq!(condition(&status, condition::READY).status, "True");
+        assert_eq!(
+            condition(&status, condition::SYNCED).reason,
+            reason::SPEC_DRIFT
+        );
+        assert_eq!(condition(&status, condition::STALLED).status, "False");
     }
 
     #[test]

@@ -99,8 +99,27 @@ impl Env {
     }
 
     /// Starts the operator binary on this namespace with fast test intervals; `extra` flags
-    /// come last and win.
+    /// replace the defaults they name.
     pub fn start_operator(&mut self, extra: &[&str]) -> Result<()> {
+        let kubeconfig = self.control_plane.kubeconfig_path();
+        self.operator = Some(self.spawn_operator(&kubeconfig, extra)?);
+        Ok(())
+    }
+
+    /// Like [`Env::start_operator`], but the operator acts as whoever `kubeconfig` names (e.g. a
+    /// ServiceAccount, see [`service_account_kubeconfig`]) instead of the cluster admin.
+    pub fn start_operator_with_kubeconfig(
+        &mut self,
+        kubeconfig: &Path,
+        extra: &[&str],
+    ) -> Result<()> {
+        self.operator = Some(self.spawn_operator(kubeconfig, extra)?);
+        Ok(())
+    }
+
+    /// Another operator process on the same namespace, stopped when the handle drops. All
+    /// operators of a test log to the same file.
+    pub fn spawn_operator(&self, kubeconfig: &Path, extra: &[&str]) -> Result<Supervised> {
         let mut args: Vec<String> = [
             "--beeos-url",
             &self.sim.base_url(),
@@ -129,8 +148,7 @@ impl Env {
             }
         }
         args.extend(extra.iter().map(|s| s.to_string()));
-        let kubeconfig = self.control_plane.kubeconfig_path();
-        let operator = Supervised::spawn(
+        Supervised::spawn(
             Path::new(env!("CARGO_BIN_EXE_beeos-operator")),
             &args,
             &[
@@ -140,13 +158,19 @@ impl Env {
             ],
             &self.operator_log_path(),
             None,
-        )?;
-        self.operator = Some(operator);
-        Ok(())
+        )
     }
 
     pub fn stop_operator(&mut self) {
         self.operator = None;
+    }
+
+    /// SIGKILLs the operator, as a crash would, and forgets it.
+    pub fn kill_operator(&mut self) -> Result<()> {
+        if let Some(operator) = self.operator.take() {
+            operator.kill_hard()?;
+        }
+        Ok(())
     }
 
     pub fn operator_log_path(&self) -> std::path::PathBuf {
@@ -331,4 +355,26 @@ pub fn instance_id(resource: &BeeosInstance) -> Option<String> {
 pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Writes a kubeconfig for the control plane that acts as ServiceAccount `namespace/name` (a
+/// fresh token from the TokenRequest API) and returns its path, for the operator binary and
+/// kubectl. The ServiceAccount must exist.
+pub async fn service_account_kubeconfig(
+    control_plane: &ControlPlane,
+    namespace: &str,
+    name: &str,
+) -> Result<std::path::PathBuf> {
+    let token = control_plane.service_account_token(namespace, name).await?;
+    // The admin kubeconfig with the token swapped: same server, same CA.
+    let mut kubeconfig: Value =
+        serde_json::from_str(&std::fs::read_to_string(control_plane.kubeconfig_path())?)?;
+    kubeconfig["users"] = serde_json::json!([{"name": name, "user": {"token": token}}]);
+    kubeconfig["contexts"][0]["context"]["user"] = Value::from(name);
+    kubeconfig["contexts"][0]["context"]["namespace"] = Value::from(namespace);
+    let path = control_plane
+        .dir()
+        .join(format!("kubeconfig-{namespace}-{name}"));
+    std::fs::write(&path, kubeconfig.to_string())?;
+    Ok(path)
 }

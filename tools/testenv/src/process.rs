@@ -5,7 +5,7 @@
 //! the server and removes its state. Statics are never dropped in Rust, so a `Drop`-based cleanup
 //! alone would leak the shared control plane on every run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 
 use anyhow::{Context, Result};
@@ -17,8 +17,9 @@ use anyhow::{Context, Result};
 const SUPERVISOR: &str = r#"
 trap '' INT
 log=$1; remove=$2; shift 2
-"$@" >"$log" 2>&1 </dev/null &
+"$@" >>"$log" 2>&1 </dev/null &
 server=$!
+echo "$server" >"$log.$$.pid"
 read -r _ || true
 kill -TERM "$server" 2>/dev/null
 for _ in $(seq 50); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
@@ -32,6 +33,7 @@ pub struct Supervised {
     // Held only to keep the pipe open; closing it is the stop signal.
     _stdin: ChildStdin,
     _supervisor: Child,
+    pid_file: PathBuf,
 }
 
 impl Supervised {
@@ -62,9 +64,31 @@ impl Supervised {
             .stdin
             .take()
             .context("the supervisor's stdin was not piped")?;
+        // The supervisor names the file after its own pid (`$$`), so processes sharing a log
+        // never share a pid file.
+        let pid_file = PathBuf::from(format!("{}.{}.pid", log.display(), supervisor.id()));
         Ok(Supervised {
             _stdin: stdin,
             _supervisor: supervisor,
+            pid_file,
         })
+    }
+
+    /// Kills the process at once with SIGKILL, as a crash or an OOM kill would: no cleanup
+    /// runs in it. Waits (bounded) until the supervisor has recorded its pid.
+    pub fn kill_hard(&self) -> Result<()> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let pid = loop {
+            match std::fs::read_to_string(&self.pid_file) {
+                Ok(pid) if !pid.trim().is_empty() => break pid.trim().to_owned(),
+                _ if std::time::Instant::now() > deadline => {
+                    anyhow::bail!("{} never appeared", self.pid_file.display())
+                }
+                _ => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        };
+        let status = Command::new("kill").args(["-KILL", &pid]).status()?;
+        anyhow::ensure!(status.success(), "kill -KILL {pid} failed");
+        Ok(())
     }
 }
