@@ -7,12 +7,18 @@ CARGO ?= cargo
 # CI builds exactly what Cargo.lock pins.
 CARGO_FLAGS := $(if $(CI),--locked,)
 
+# Helm, pinned and built from the Go module proxy into .tools/bin (`make helm`). The chart tests
+# run this binary (found through HELM), never one from PATH.
+HELM_VERSION := v3.22.0
+TOOLS_BIN := $(CURDIR)/.tools/bin
+export HELM := $(TOOLS_BIN)/helm
+
 .PHONY: help
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 .PHONY: test
-test: lint unit integration conformance ## Everything CI checks: lint, unit, integration, SDK conformance
+test: lint unit integration conformance demo-check ## Everything CI checks: lint, unit, integration, SDK conformance, demo
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy with warnings denied
@@ -24,7 +30,7 @@ unit: ## Unit tests (no servers)
 	$(CARGO) test $(CARGO_FLAGS) --workspace --lib --bins
 
 .PHONY: integration
-integration: testbins ## Integration tests against a real kube-apiserver + etcd
+integration: testbins helm ## Integration tests against a real kube-apiserver + etcd
 	$(CARGO) test $(CARGO_FLAGS) --workspace --test '*'
 
 .PHONY: testbins
@@ -38,8 +44,43 @@ conformance: ## BeeOS's official Python SDK against the simulator (pinned venv i
 .PHONY: crds
 crds: ## Regenerate the CRD in crds/ from the Rust types
 	$(CARGO) run $(CARGO_FLAGS) --quiet --bin beeos-operator -- crd > crds/beeos.ai_beeosinstances.yaml
+	@$(MAKE) --no-print-directory chart-crds
+
+.PHONY: chart-crds
+chart-crds: ## Copy crds/ into the Helm chart (a test fails when the copy drifts)
+	rm -f charts/beeos-operator/crds/*.yaml
+	cp crds/*.yaml charts/beeos-operator/crds/
+
+# Like Helm's own Makefile, the build stamps Helm's version, and the Kubernetes version of its
+# client-go as the default for `helm template` and for lint's deprecation checks.
+.PHONY: helm
+helm: ## Build the pinned Helm into .tools/bin (once per version)
+	@stamp=$(TOOLS_BIN)/.helm.stamp; \
+	if [ -x $(HELM) ] && [ "$$(cat $$stamp 2>/dev/null)" = $(HELM_VERSION) ]; then \
+	  echo "helm: $(HELM_VERSION) is current"; exit 0; fi; \
+	echo "helm: building $(HELM_VERSION) from the Go module proxy (cold: a few minutes)"; \
+	mkdir -p $(TOOLS_BIN); rm -f $$stamp; \
+	export GOTOOLCHAIN=local CGO_ENABLED=0; \
+	mod=helm.sh/helm/v3; \
+	gomod=$$(go mod download -json $$mod@$(HELM_VERSION) | sed -n 's/^\t"GoMod": "\(.*\)",$$/\1/p'); \
+	kube_minor=$$(sed -n 's/^\tk8s\.io\/client-go v0\.\([0-9]*\)\..*/\1/p' "$$gomod"); \
+	[ -n "$$kube_minor" ] || { echo "helm: no k8s.io/client-go version in $$gomod" >&2; exit 1; }; \
+	GOBIN=$(TOOLS_BIN) go install -trimpath -ldflags "-s -w \
+	  -X $$mod/internal/version.version=$(HELM_VERSION) \
+	  -X $$mod/pkg/chartutil.k8sVersionMajor=1 -X $$mod/pkg/chartutil.k8sVersionMinor=$$kube_minor \
+	  -X $$mod/pkg/lint/rules.k8sVersionMajor=1 -X $$mod/pkg/lint/rules.k8sVersionMinor=$$kube_minor" \
+	  $$mod/cmd/helm@$(HELM_VERSION); \
+	echo $(HELM_VERSION) > $$stamp
 
 .PHONY: bench
 bench: testbins ## Benchmarks: control-plane start time, simulator throughput
 	$(CARGO) run $(CARGO_FLAGS) --quiet -p testenv --bin testenv -- start-time 5
 	$(CARGO) run $(CARGO_FLAGS) --quiet --release -p beeos-sim --example bench
+
+.PHONY: demo
+demo: ## Control plane + simulator + operator + examples on this machine, until Ctrl-C
+	tools/demo.sh
+
+.PHONY: demo-check
+demo-check: ## The demo, non-interactively: exits 0 once every example is Ready
+	tools/demo.sh --check

@@ -1,0 +1,89 @@
+{{/* The chart's name, or nameOverride. */}}
+{{- define "beeos-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The name of the release's objects: fullnameOverride, or the release name with the chart's name. */}}
+{{- define "beeos-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "beeos-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "beeos-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "beeos-operator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "beeos-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: beeos-operator
+{{- end }}
+
+{{- define "beeos-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "beeos-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "beeos-operator.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* The Secret holding the default BeeOS token, or nothing when there are no default credentials. */}}
+{{- define "beeos-operator.tokenSecretName" -}}
+{{- if and .Values.beeos.existingSecret .Values.beeos.token }}
+{{- fail "beeos.existingSecret and beeos.token are both set: keep existingSecret (beeos.token is for demos)" }}
+{{- end }}
+{{- if .Values.beeos.existingSecret }}
+{{- .Values.beeos.existingSecret }}
+{{- else if .Values.beeos.token }}
+{{- printf "%s-token" (include "beeos-operator.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "beeos-operator.tokenSecretKey" -}}
+{{- if .Values.beeos.existingSecret }}
+{{- .Values.beeos.existingSecretKey }}
+{{- else }}
+{{- "token" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Everything the operator does in Kubernetes, and nothing more. It never creates or deletes a
+BeeosInstance, and reads Secrets only by name (a resource's spec.credentials and injected keys).
+*/}}
+{{- define "beeos-operator.rules" -}}
+# Reconciles read the watch cache (no get); the finalizer and annotations are merge patches.
+- apiGroups: ["beeos.ai"]
+  resources: ["beeosinstances"]
+  verbs: ["list", "watch", "patch"]
+# Status is written with server-side apply.
+- apiGroups: ["beeos.ai"]
+  resources: ["beeosinstances/status"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
+# kube-runtime's Recorder: creates an event, then patches it when the same event repeats.
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
