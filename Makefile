@@ -73,9 +73,10 @@ helm: ## Build the pinned Helm into .tools/bin (once per version)
 	echo $(HELM_VERSION) > $$stamp
 
 .PHONY: bench
-bench: testbins ## Benchmarks: control-plane start time, simulator throughput
+bench: testbins ## Benchmarks (medians): control plane start, simulator throughput, operator end to end
 	$(CARGO) run $(CARGO_FLAGS) --quiet -p testenv --bin testenv -- start-time 5
 	$(CARGO) run $(CARGO_FLAGS) --quiet --release -p beeos-sim --example bench
+	$(CARGO) bench $(CARGO_FLAGS) --profile dev --bench operator
 
 .PHONY: demo
 demo: ## Control plane + simulator + operator + examples on this machine, until Ctrl-C

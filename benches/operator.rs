@@ -111,6 +111,32 @@ async fn hundred_at_once(run: usize) -> Result<f64> {
     Ok(seconds)
 }
 
+/// A deploy whose answer is lost while the operator is SIGKILLed: seconds from the restart to
+/// Ready, and whether exactly one instance exists.
+async fn converge_after_kill(run: usize) -> Result<f64> {
+    let mut env = Env::without_operator(&format!("bench-kill-{run}")).await?;
+    env.set_sim_faults(
+        json!({"dropDeployResponse": {"mode": "timeout", "count": 1, "holdMs": 30000}}),
+    )
+    .await?;
+    env.start_operator(&OPERATOR_FLAGS)?;
+    env.apply(instance("agent")?).await?;
+    let deadline = Instant::now() + support::DEADLINE;
+    while env.sim_instances().await?.is_empty() {
+        anyhow::ensure!(Instant::now() < deadline, "the deploy never reached BeeOS");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    env.kill_operator()?;
+    let restarted = Instant::now();
+    env.start_operator(&OPERATOR_FLAGS)?;
+    env.wait_for("agent", "Ready", is_ready).await?;
+    let seconds = restarted.elapsed().as_secs_f64();
+    let instances = env.sim_instances().await?.len();
+    println!("run {run}: Ready {seconds:.2}s after the restart; {instances} instance(s) at BeeOS");
+    anyhow::ensure!(instances == 1, "a duplicate was deployed");
+    Ok(seconds)
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -129,6 +155,14 @@ async fn main() -> Result<()> {
     }
     println!(
         "100 resources applied at once, all Ready: median {:.2}s over 3 runs",
+        median(runs)
+    );
+    let mut runs = Vec::new();
+    for run in 1..=3 {
+        runs.push(converge_after_kill(run).await?);
+    }
+    println!(
+        "lost deploy answer + SIGKILL: Ready after the restart in median {:.2}s over 3 runs",
         median(runs)
     );
     Ok(())

@@ -171,6 +171,7 @@ pub struct BeeosInstanceSpec {
 
 /// One Secret value placed into the deploy body.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[x_kube(cel)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretInjection {
     /// Where the value goes: `config.`, `providerConfig.` or `mcpServers.` followed by
@@ -402,11 +403,40 @@ mod tests {
     }
 
     #[test]
+    fn injection_paths_must_name_a_key_under_a_free_form_field() {
+        let injection =
+            |path: &str| json!({"path": path, "secretKeyRef": {"name": "s", "key": "k"}});
+        for good in [
+            "providerConfig.apiKeys.openai",
+            "config.x",
+            "mcpServers.files.env.TOKEN",
+        ] {
+            assert!(
+                SecretInjection::validate_cel(&injection(good), None).is_ok(),
+                "{good}"
+            );
+        }
+        for bad in [
+            "providerConfig",
+            "apiKeys.openai",
+            "config..x",
+            "config.",
+            "spec.config.x",
+        ] {
+            let err = SecretInjection::validate_cel(&injection(bad), None)
+                .expect_err(bad)
+                .to_string();
+            assert!(err.contains("path must start with config."), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn defaults_are_running_and_delete() {
         let spec: BeeosInstanceSpec =
             serde_json::from_value(json!({"variantId": "v"})).expect("a minimal spec parses");
         assert_eq!(spec.power_state, PowerState::Running);
         assert_eq!(spec.deletion_policy, DeletionPolicy::Delete);
+        assert_eq!(spec.update_strategy, UpdateStrategy::Replace);
     }
 
     #[test]

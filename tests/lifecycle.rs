@@ -493,3 +493,88 @@ async fn adopted_annotation_is_mirrored_without_deploying() -> Result<()> {
     assert_eq!(env.sim_calls("deploy").await?, 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn probes_and_metrics_are_served_and_sigterm_stops_cleanly() -> Result<()> {
+    let env = Env::without_operator("e2e-probes").await?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mut operator = std::process::Command::new(env!("CARGO_BIN_EXE_beeos-operator"))
+        .args([
+            "--beeos-url",
+            &env.sim.base_url(),
+            "--namespaces",
+            &env.namespace,
+        ])
+        .args(["--transition-poll", "200ms", "--probe-address", &address])
+        .env("KUBECONFIG", env.control_plane.kubeconfig_path())
+        .env("BEEOS_TOKEN", TEAM_A_TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let result = async {
+        let base = format!("http://{address}");
+        let started = tokio::time::Instant::now();
+        let healthz = loop {
+            match env.http.get(format!("{base}/healthz")).send().await {
+                Ok(response) => break response,
+                Err(_) if started.elapsed() < support::DEADLINE => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        };
+        assert_eq!(healthz.status(), 200);
+        assert_eq!(
+            env.http
+                .get(format!("{base}/readyz"))
+                .send()
+                .await?
+                .status(),
+            200
+        );
+
+        env.apply_example("catalog-instance.yaml").await?;
+        env.wait_for("catalog-agent", "Ready", is_ready).await?;
+        let metrics = env
+            .http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .text()
+            .await?;
+        for series in [
+            "beeos_operator_reconciles_total",
+            "beeos_operator_status_writes_total",
+            "beeos_operator_beeos_mutations_total{operation=\"deploy\"} 1",
+        ] {
+            assert!(
+                metrics.contains(series),
+                "{series} missing from:\n{metrics}"
+            );
+        }
+        anyhow::Ok(())
+    }
+    .await;
+
+    let pid = operator.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()?;
+    let started = std::time::Instant::now();
+    let exit = loop {
+        if let Some(status) = operator.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            operator.kill()?;
+            anyhow::bail!("the operator ignored SIGTERM");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    result?;
+    assert!(exit.success(), "the operator exited with {exit} on SIGTERM");
+    Ok(())
+}

@@ -242,3 +242,43 @@ async fn missing_injected_secret_stalls_naming_it_not_its_value() -> Result<()> 
     assert!(!serde_json::to_string(&resource)?.contains(FIRST_KEY));
     Ok(())
 }
+
+#[tokio::test]
+async fn reverting_the_spec_mid_replacement_destroys_the_replacement() -> Result<()> {
+    let env = Env::start("update-revert").await?;
+    put_secret(&env, FIRST_KEY).await?;
+    apply_agent(&env, "Replace", "v1").await?;
+    let first_id = instance_id(&env.wait_for("agent", "Ready", is_ready).await?).context("id")?;
+
+    env.set_sim_settings(json!({"provisioningMs": 3000}))
+        .await?;
+    apply_agent(&env, "Replace", "v2").await?;
+    let replacing = env
+        .wait_for("agent", "showing its replacement", |r| {
+            r.status.as_ref().is_some_and(|s| s.replacement.is_some())
+        })
+        .await?;
+    let replacement_id = replacing
+        .status
+        .and_then(|s| s.replacement)
+        .map(|r| r.id)
+        .context("replacement")?;
+
+    apply_agent(&env, "Replace", "v1").await?;
+    let settled = env
+        .wait_for("agent", "Ready on the original, replacement gone", |r| {
+            is_ready(r) && r.status.as_ref().is_some_and(|s| s.replacement.is_none())
+        })
+        .await?;
+    assert_eq!(instance_id(&settled), Some(first_id.clone()));
+    assert_eq!(
+        env.sim_instance(&replacement_id).await?["desiredStatus"],
+        "terminated",
+        "the unwanted replacement is not left running"
+    );
+    assert_eq!(
+        env.sim_instance(&first_id).await?["desiredStatus"],
+        "running"
+    );
+    Ok(())
+}

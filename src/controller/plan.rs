@@ -158,7 +158,15 @@ pub fn next_step(observation: &Observation<'_>) -> Step {
     let Some(digest) = o.current.digest else {
         return Step::RecordDigest;
     };
-    if o.desired_digest.is_some_and(|desired| desired != digest) {
+    let drifted = o.desired_digest.is_some_and(|desired| desired != digest);
+    if !(drifted && o.update_strategy == UpdateStrategy::Replace) {
+        // The spec went back, or the strategy changed, mid-replacement: the replacement is
+        // no longer wanted, and it is billed like any instance.
+        if let Some(step) = unwanted_replacement_step(&o.replacement) {
+            return step;
+        }
+    }
+    if drifted {
         match o.update_strategy {
             UpdateStrategy::Replace => return replace_step(o),
             UpdateStrategy::Recreate if !instance.is_transitioning() => {
@@ -196,6 +204,17 @@ fn replace_step(o: &Observation<'_>) -> Step {
         Remote::Found(_) | Remote::NotLooked => Step::AwaitTransition,
         // It vanished before it was promoted: forget it and deploy another.
         Remote::Gone => Step::Forget(Which::Replacement),
+    }
+}
+
+fn unwanted_replacement_step(replacement: &Slot<'_>) -> Option<Step> {
+    match (replacement.id, replacement.remote) {
+        (Some(_), Remote::Found(instance)) if !being_destroyed(instance) => {
+            Some(Step::Destroy(Which::Replacement))
+        }
+        (Some(_), Remote::Gone) => Some(Step::Forget(Which::Replacement)),
+        (None, _) if replacement.deploy_started => Some(Step::FindDeployed(Which::Replacement)),
+        _ => None,
     }
 }
 
@@ -453,6 +472,29 @@ mod tests {
         assert_eq!(next_step(&promoted), Step::Destroy(Which::Retiring));
         promoted.retiring = slot("inst-1", Remote::Gone);
         assert_eq!(next_step(&promoted), Step::Forget(Which::Retiring));
+    }
+
+    #[test]
+    fn a_replacement_no_longer_wanted_is_destroyed_then_forgotten() {
+        let running = instance(InstanceStatus::Running, DesiredStatus::Running);
+        let provisioning = instance(InstanceStatus::Provisioning, DesiredStatus::Running);
+        // The spec went back to what is deployed.
+        let mut o = observation(Remote::Found(&running));
+        o.replacement = slot("inst-2", Remote::Found(&provisioning));
+        assert_eq!(next_step(&o), Step::Destroy(Which::Replacement));
+        o.replacement = slot("inst-2", Remote::Gone);
+        assert_eq!(next_step(&o), Step::Forget(Which::Replacement));
+        o.replacement = Slot {
+            deploy_started: true,
+            ..Slot::default()
+        };
+        assert_eq!(next_step(&o), Step::FindDeployed(Which::Replacement));
+        // The strategy changed to Recreate mid-replacement.
+        let mut o = observation(Remote::Found(&running));
+        o.desired_digest = Some("d2");
+        o.update_strategy = UpdateStrategy::Recreate;
+        o.replacement = slot("inst-2", Remote::Found(&provisioning));
+        assert_eq!(next_step(&o), Step::Destroy(Which::Replacement));
     }
 
     #[test]

@@ -196,7 +196,7 @@ pub async fn reconcile(resource: Arc<BeeosInstance>, ctx: Arc<Context>) -> Recon
         .is_some_and(|id| ctx.claimed_by_older(&resource, id));
 
     let step = next_step(&observation);
-    let update = update_progress(&observation, step);
+    let update = update_progress(&observation);
     tracing::debug!(?step, ?update, "planned");
     let outcome = match step {
         Step::Deploy(which) => {
@@ -282,23 +282,18 @@ fn which_key(which: Which) -> u8 {
 }
 
 /// What the status should say about a spec change in progress.
-fn update_progress(o: &Observation<'_>, step: Step) -> Update {
+fn update_progress(o: &Observation<'_>) -> Update {
     let drifted = match (o.desired_digest, o.current.digest) {
         (Some(desired), Some(deployed)) => desired != deployed,
         _ => false,
     };
-    if o.replacement.id.is_some()
-        || o.replacement.deploy_started
-        || matches!(step, Step::Deploy(Which::Replacement))
-    {
-        Update::Replacing
-    } else if step == Step::RetireForRecreate || (o.current.id.is_none() && o.retiring.id.is_some())
-    {
-        Update::Recreating
-    } else if drifted && o.update_strategy == UpdateStrategy::OnDelete {
-        Update::DriftLeftAlone
-    } else {
-        Update::None
+    match (drifted, o.update_strategy) {
+        (true, UpdateStrategy::Replace) => Update::Replacing,
+        (true, UpdateStrategy::Recreate) => Update::Recreating,
+        (true, UpdateStrategy::OnDelete) => Update::DriftLeftAlone,
+        // Recreate, after the old instance was retired and before the new one is recorded.
+        (false, _) if o.current.id.is_none() && o.retiring.id.is_some() => Update::Recreating,
+        (false, _) => Update::None,
     }
 }
 
