@@ -4,6 +4,8 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 CARGO ?= cargo
+# Tests and the demo use the kubectl built with the test control plane, at its version.
+export PATH := $(CURDIR)/tools/k8s-testbins/bin:$(PATH)
 # CI builds exactly what Cargo.lock pins.
 CARGO_FLAGS := $(if $(CI),--locked,)
 

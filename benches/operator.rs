@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use futures::{StreamExt, TryStreamExt};
-use kube::api::{DynamicObject, WatchEvent, WatchParams};
+use kube::api::{WatchEvent, WatchParams};
 use serde_json::json;
-use support::{Env, is_ready};
+use support::{Env, catalog_instance, is_ready};
 
 /// The operator's defaults, except a 1 s transition poll (3 s by default).
 const OPERATOR_FLAGS: [&str; 4] = ["--transition-poll", "1s", "--steady-poll", "60s"];
@@ -22,14 +22,6 @@ const OPERATOR_FLAGS: [&str; 4] = ["--transition-poll", "1s", "--steady-poll", "
 const ROUTES: [&str; 7] = [
     "deploy", "get", "list", "start", "stop", "restart", "destroy",
 ];
-
-fn instance(name: &str) -> Result<DynamicObject> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "beeos.ai/v1alpha1", "kind": "BeeosInstance",
-        "metadata": {"name": name},
-        "spec": {"variantId": "beeos-claw-small"},
-    }))?)
-}
 
 /// One resource from apply to Ready: BeeOS calls by route and writes to the resource.
 async fn calls_and_writes_for_one() -> Result<()> {
@@ -40,7 +32,7 @@ async fn calls_and_writes_for_one() -> Result<()> {
         .watch(&WatchParams::default().fields("metadata.name=agent"), "0")
         .await?
         .boxed();
-    env.apply(instance("agent")?).await?;
+    env.apply(catalog_instance("agent")?).await?;
     let mut count = 0;
     let started = Instant::now();
     while let Some(event) = tokio::time::timeout(support::DEADLINE, writes.try_next()).await?? {
@@ -86,7 +78,7 @@ async fn hundred_at_once(run: usize) -> Result<f64> {
     futures::future::try_join_all(
         names
             .iter()
-            .map(|n| async { env.apply(instance(n)?).await }),
+            .map(|n| async { env.apply(catalog_instance(n)?).await }),
     )
     .await?;
     loop {
@@ -120,19 +112,17 @@ async fn converge_after_kill(run: usize) -> Result<f64> {
     )
     .await?;
     env.start_operator(&OPERATOR_FLAGS)?;
-    env.apply(instance("agent")?).await?;
-    let deadline = Instant::now() + support::DEADLINE;
-    while env.sim_instances().await?.is_empty() {
-        anyhow::ensure!(Instant::now() < deadline, "the deploy never reached BeeOS");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    env.apply(catalog_instance("agent")?).await?;
+    env.wait_for_deploy_at_beeos().await?;
     env.kill_operator()?;
     let restarted = Instant::now();
     env.start_operator(&OPERATOR_FLAGS)?;
     env.wait_for("agent", "Ready", is_ready).await?;
     let seconds = restarted.elapsed().as_secs_f64();
     let instances = env.sim_instances().await?.len();
-    println!("run {run}: Ready {seconds:.2}s after the restart; {instances} instance(s) at BeeOS");
+    println!(
+        "run {run}: Ready {seconds:.2}s after the restart; {instances} catalog_instance(s) at BeeOS"
+    );
     anyhow::ensure!(instances == 1, "a duplicate was deployed");
     Ok(seconds)
 }

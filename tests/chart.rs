@@ -135,7 +135,7 @@ async fn helm(args: &[&str]) -> Result<Run> {
 }
 
 async fn kubectl(args: &[&str]) -> Result<Run> {
-    run(PathBuf::from("kubectl"), args).await
+    run(testenv::bin_dir().join("kubectl"), args).await
 }
 
 fn chart_path() -> String {

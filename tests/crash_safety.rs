@@ -8,17 +8,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use beeos_operator::crd::reason;
-use kube::api::{DeleteParams, DynamicObject};
+use kube::api::DeleteParams;
 use serde_json::{Value, json};
-use support::{Env, instance_id, is_ready};
-
-fn instance(name: &str) -> Result<DynamicObject> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "beeos.ai/v1alpha1", "kind": "BeeosInstance",
-        "metadata": {"name": name},
-        "spec": {"variantId": "beeos-claw-small"},
-    }))?)
-}
+use support::{Env, catalog_instance, instance_id, is_ready};
 
 /// Every resource owns exactly one alive instance, no alive instance is unowned, and (unless
 /// `duplicates_allowed`) nothing was ever deployed twice for a name.
@@ -77,15 +69,8 @@ async fn lost_deploy_answer_with_the_operator_killed_is_adopted_not_repeated() -
     )
     .await?;
     env.start_operator(&[])?;
-    env.apply(instance("agent")?).await?;
-    let started = tokio::time::Instant::now();
-    while env.sim_instances().await?.is_empty() {
-        ensure!(
-            started.elapsed() < support::DEADLINE,
-            "the deploy never reached BeeOS"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    env.apply(catalog_instance("agent")?).await?;
+    env.wait_for_deploy_at_beeos().await?;
     env.kill_operator()?;
     let killed_at = tokio::time::Instant::now();
 
@@ -110,7 +95,7 @@ async fn reset_deploy_answer_is_found_by_name_without_a_second_deploy() -> Resul
     env.start_operator(&[])?;
     let names: Vec<String> = (0..3).map(|i| format!("agent-{i}")).collect();
     for name in &names {
-        env.apply(instance(name)?).await?;
+        env.apply(catalog_instance(name)?).await?;
     }
     for name in &names {
         env.wait_for(name, "Ready", is_ready).await?;
@@ -137,7 +122,7 @@ async fn operator_killed_at_random_points_in_a_burst_of_50_converges_without_dup
     env.start_operator(&flags)?;
     let names: Vec<String> = (0..50).map(|i| format!("burst-{i:02}")).collect();
     for name in &names {
-        env.apply(instance(name)?).await?;
+        env.apply(catalog_instance(name)?).await?;
     }
     // Chaos, not synchronisation: kill at pseudo-random moments while the burst is deployed.
     let mut seed = std::process::id() as u64;
@@ -169,7 +154,7 @@ async fn two_operators_at_once_never_deploy_twice() -> Result<()> {
     let _second = env.spawn_operator(&kubeconfig, &[])?;
     let names: Vec<String> = (0..20).map(|i| format!("twin-{i:02}")).collect();
     for name in &names {
-        env.apply(instance(name)?).await?;
+        env.apply(catalog_instance(name)?).await?;
     }
     for name in &names {
         env.wait_for(name, "Ready", is_ready).await?;
@@ -190,15 +175,8 @@ async fn resource_deleted_while_its_deploy_is_in_flight_leaks_nothing() -> Resul
     )
     .await?;
     env.start_operator(&[])?;
-    env.apply(instance("doomed")?).await?;
-    let started = tokio::time::Instant::now();
-    while env.sim_instances().await?.is_empty() {
-        ensure!(
-            started.elapsed() < support::DEADLINE,
-            "the deploy never reached BeeOS"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    env.apply(catalog_instance("doomed")?).await?;
+    env.wait_for_deploy_at_beeos().await?;
     env.api().delete("doomed", &DeleteParams::default()).await?;
     env.wait_gone("doomed").await?;
 

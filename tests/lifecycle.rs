@@ -59,7 +59,7 @@ async fn catalog_example_becomes_ready_and_kubectl_wait_sees_it() -> Result<()> 
     let kubeconfig = env.control_plane.kubeconfig_path();
     let namespace = env.namespace.clone();
     let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("kubectl")
+        std::process::Command::new(testenv::bin_dir().join("kubectl"))
             .args([
                 "wait",
                 "--for=condition=Ready",

@@ -15,10 +15,14 @@ const FIRST_KEY: &str = "sk-first-0123456789";
 const SECOND_KEY: &str = "sk-second-9876543210";
 
 async fn put_secret(env: &Env, value: &str) -> Result<()> {
+    put_secret_data(env, json!({"openai": value})).await
+}
+
+async fn put_secret_data(env: &Env, string_data: Value) -> Result<()> {
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",
         "metadata": {"name": "provider-keys"},
-        "stringData": {"openai": value},
+        "stringData": string_data,
     }))?;
     Api::<Secret>::namespaced(env.client.clone(), &env.namespace)
         .patch(
@@ -220,18 +224,7 @@ async fn missing_injected_secret_stalls_naming_it_not_its_value() -> Result<()> 
     assert_eq!(env.sim_total_calls().await?, 0);
 
     // The Secret without the key: named too.
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "provider-keys"},
-        "stringData": {"other": FIRST_KEY},
-    }))?;
-    Api::<Secret>::namespaced(env.client.clone(), &env.namespace)
-        .patch(
-            "provider-keys",
-            &PatchParams::apply("beeos-tests").force(),
-            &Patch::Apply(&secret),
-        )
-        .await?;
+    put_secret_data(&env, json!({"other": FIRST_KEY})).await?;
     apply_agent(&env, "Replace", "v1-retry").await?;
     env.wait_for("agent", "naming the missing key", |r| {
         support::condition(r, condition::STALLED)

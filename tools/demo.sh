@@ -18,6 +18,8 @@ team_b=oag_00000000000000000000000000000000000000000000000000000000000000b2
 say() { printf '\033[1mdemo:\033[0m %s\n' "$*"; }
 
 tools/k8s-testbins/build.sh
+# The kubectl built beside the control plane, at its version.
+export PATH="$PWD/tools/k8s-testbins/bin:$PATH"
 say "building the operator, the simulator and the control-plane harness"
 cargo build ${CI:+--locked} --quiet -p beeos-operator -p beeos-sim -p testenv --bins
 bin="${CARGO_TARGET_DIR:-target}/debug"

@@ -284,6 +284,18 @@ impl Env {
         })
     }
 
+    /// Waits until a deploy has reached the simulator (whether or not it answered).
+    pub async fn wait_for_deploy_at_beeos(&self) -> Result<()> {
+        let started = tokio::time::Instant::now();
+        while self.sim_instances().await?.is_empty() {
+            if started.elapsed() > DEADLINE {
+                bail!("no deploy reached BeeOS within {DEADLINE:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
     /// The simulator's whole instance table (terminated ones included).
     pub async fn sim_instances(&self) -> Result<Vec<Value>> {
         let table = self
@@ -323,6 +335,15 @@ impl Env {
             .await
             .map(drop)
     }
+}
+
+/// A catalog `BeeosInstance` named `name`, ready to apply.
+pub fn catalog_instance(name: &str) -> Result<DynamicObject> {
+    Ok(serde_json::from_value(serde_json::json!({
+        "apiVersion": "beeos.ai/v1alpha1", "kind": "BeeosInstance",
+        "metadata": {"name": name},
+        "spec": {"variantId": "beeos-claw-small"},
+    }))?)
 }
 
 pub fn condition<'a>(resource: &'a BeeosInstance, type_: &str) -> Option<&'a Condition> {

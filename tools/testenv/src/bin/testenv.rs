@@ -30,18 +30,20 @@ fn up(kubeconfig: Option<PathBuf>) -> Result<()> {
     }
     std::fs::copy(control_plane.kubeconfig_path(), &kubeconfig)?;
     println!(
-        "control plane ready at {}; kubeconfig: {}",
+        "control plane ready at {}; kubeconfig: {}; state: {}",
         control_plane.server_url(),
-        kubeconfig.display()
+        kubeconfig.display(),
+        control_plane.dir().display()
     );
-    // The supervisors stop the servers when this process ends, so waiting on stdin-less
-    // Ctrl-C is all that is left to do: park until a signal ends the process.
+    // The supervisors stop the servers when this process ends, however it ends: park until a
+    // signal (Ctrl-C, SIGTERM) ends it.
     loop {
         std::thread::park();
     }
 }
 
 fn start_time(runs: usize) -> Result<()> {
+    anyhow::ensure!(runs > 0, "RUNS must be at least 1");
     let mut seconds = Vec::with_capacity(runs);
     for run in 1..=runs {
         let started = Instant::now();
