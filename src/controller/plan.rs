@@ -62,7 +62,7 @@ pub enum Remote<'a> {
 }
 
 /// Which instance of a resource a step is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Which {
     Current,
     Replacement,

@@ -161,9 +161,11 @@ pub async fn reconcile(resource: Arc<BeeosInstance>, ctx: Arc<Context>) -> Recon
     };
     let desired_digest = request.as_ref().map(digest);
     observation.desired_digest = desired_digest.as_deref();
+    // Known from annotations alone, so a failed lookup below reports it too.
+    let update = update_progress(&observation);
 
     // The instances as BeeOS reports them now; the observation borrows them.
-    let mut looked_up: BTreeMap<u8, Instance> = BTreeMap::new();
+    let mut looked_up: BTreeMap<Which, Instance> = BTreeMap::new();
     for which in [Which::Current, Which::Replacement, Which::Retiring] {
         let Some(id) = driver.slot(&observation, which).id else {
             continue;
@@ -171,10 +173,14 @@ pub async fn reconcile(resource: Arc<BeeosInstance>, ctx: Arc<Context>) -> Recon
         match beeos.get(id).await {
             Ok(instance) if instance.is_terminated() => {}
             Ok(instance) => {
-                looked_up.insert(which_key(which), instance);
+                looked_up.insert(which, instance);
             }
             Err(err) if err.is_not_found() => {}
-            Err(err) => return driver.failed(Step::AwaitTransition, err, &object).await,
+            Err(err) => {
+                return driver
+                    .failed(Step::AwaitTransition, err, &object, update)
+                    .await;
+            }
         }
     }
     for which in [Which::Current, Which::Replacement, Which::Retiring] {
@@ -184,7 +190,7 @@ pub async fn reconcile(resource: Arc<BeeosInstance>, ctx: Arc<Context>) -> Recon
             Which::Retiring => &mut observation.retiring,
         };
         if slot.id.is_some() {
-            slot.remote = match looked_up.get(&which_key(which)) {
+            slot.remote = match looked_up.get(&which) {
                 Some(instance) => Remote::Found(instance),
                 None => Remote::Gone,
             };
@@ -196,7 +202,6 @@ pub async fn reconcile(resource: Arc<BeeosInstance>, ctx: Arc<Context>) -> Recon
         .is_some_and(|id| ctx.claimed_by_older(&resource, id));
 
     let step = next_step(&observation);
-    let update = update_progress(&observation);
     tracing::debug!(?step, ?update, "planned");
     let outcome = match step {
         Step::Deploy(which) => {
@@ -260,7 +265,7 @@ pub async fn reconcile(resource: Arc<BeeosInstance>, ctx: Arc<Context>) -> Recon
             ctx.clear_backoff(&object);
             driver.finish(step, problem, update).await
         }
-        Err(Error::Beeos(err)) => driver.failed(step, err, &object).await,
+        Err(Error::Beeos(err)) => driver.failed(step, err, &object, update).await,
         Err(err) => Err(err),
     }
 }
@@ -271,14 +276,6 @@ pub fn error_policy(_resource: Arc<BeeosInstance>, err: &Error, ctx: Arc<Context
     tracing::warn!(error = %err, "reconcile failed");
     ctx.metrics.reconcile_failed(err.reason());
     Action::requeue(ctx.intervals.min_backoff.max(Duration::from_secs(1)))
-}
-
-fn which_key(which: Which) -> u8 {
-    match which {
-        Which::Current => 0,
-        Which::Replacement => 1,
-        Which::Retiring => 2,
-    }
 }
 
 /// What the status should say about a spec change in progress.
@@ -302,8 +299,8 @@ struct Driver<'a> {
     ctx: &'a Context,
     resource: &'a BeeosInstance,
     namespace: &'a str,
-    /// Instances as BeeOS last answered in this reconcile, by slot (see [`which_key`]).
-    instances: BTreeMap<u8, Instance>,
+    /// Instances as BeeOS last answered in this reconcile, by slot.
+    instances: BTreeMap<Which, Instance>,
     last_restart: Option<String>,
 }
 
@@ -482,7 +479,7 @@ impl Driver<'_> {
                 .get(RESTART_REQUESTED_AT_ANNOTATION)
                 .cloned();
         }
-        self.instances.insert(which_key(which), instance);
+        self.instances.insert(which, instance);
         Ok(None)
     }
 
@@ -531,7 +528,7 @@ impl Driver<'_> {
                 )
                 .await;
                 if let Some(instance) = listed.into_iter().find(|i| i.instance_id == id) {
-                    self.instances.insert(which_key(which), instance);
+                    self.instances.insert(which, instance);
                 }
                 Ok(None)
             }
@@ -599,7 +596,7 @@ impl Driver<'_> {
                 if step == Step::Restart {
                     self.last_restart = restart_value.map(str::to_owned);
                 }
-                self.instances.insert(which_key(Which::Current), instance);
+                self.instances.insert(Which::Current, instance);
                 Ok(None)
             }
             // The instance moved under us; look again after the transition.
@@ -742,6 +739,7 @@ impl Driver<'_> {
         step: Step,
         err: crate::beeos::Error,
         object: &ObjectRef<BeeosInstance>,
+        update: Update,
     ) -> ReconcileResult {
         self.ctx.metrics.beeos_error(err.reason());
         let message = err.to_string();
@@ -766,8 +764,7 @@ impl Driver<'_> {
             self.publish(EventType::Warning, err.reason(), "Reconcile", message)
                 .await;
         }
-        self.write_status(step, Some(&problem), Update::None)
-            .await?;
+        self.write_status(step, Some(&problem), update).await?;
         Ok(Action::requeue(requeue))
     }
 
@@ -796,7 +793,7 @@ impl Driver<'_> {
         update: Update,
     ) -> Result<(), Error> {
         let current = self.resource.status.as_ref();
-        let looked_up = |which: Which| self.instances.get(&which_key(which)).map(observed_instance);
+        let looked_up = |which: Which| self.instances.get(&which).map(observed_instance);
         let has_id = |which: Which| annotation(self.resource, Some(keys(which).id)).is_some();
         let instance = match looked_up(Which::Current) {
             Some(instance) => Some(instance),
