@@ -120,9 +120,7 @@ async fn converge_after_kill(run: usize) -> Result<f64> {
     env.wait_for("agent", "Ready", is_ready).await?;
     let seconds = restarted.elapsed().as_secs_f64();
     let instances = env.sim_instances().await?.len();
-    println!(
-        "run {run}: Ready {seconds:.2}s after the restart; {instances} catalog_instance(s) at BeeOS"
-    );
+    println!("run {run}: Ready {seconds:.2}s after the restart; {instances} instance(s) at BeeOS");
     anyhow::ensure!(instances == 1, "a duplicate was deployed");
     Ok(seconds)
 }
