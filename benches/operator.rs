@@ -125,6 +125,29 @@ async fn converge_after_kill(run: usize) -> Result<f64> {
     Ok(seconds)
 }
 
+/// BeeOS calls per second while `count` instances are steady, with a 5 s steady poll.
+async fn steady_calls_per_second(count: usize) -> Result<f64> {
+    let mut env = Env::without_operator("bench-steady").await?;
+    env.start_operator(&["--transition-poll", "1s", "--steady-poll", "5s"])?;
+    let names: Vec<String> = (0..count).map(|i| format!("steady-{i:03}")).collect();
+    futures::future::try_join_all(
+        names
+            .iter()
+            .map(|n| async { env.apply(catalog_instance(n)?).await }),
+    )
+    .await?;
+    for name in &names {
+        env.wait_for(name, "Ready", is_ready).await?;
+    }
+    // Let every resource settle into its steady cycle, then count over three cycles.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let before = env.sim_total_calls().await?;
+    let window = Duration::from_secs(15);
+    tokio::time::sleep(window).await;
+    let calls = env.sim_total_calls().await? - before;
+    Ok(calls as f64 / window.as_secs_f64())
+}
+
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
@@ -144,6 +167,11 @@ async fn main() -> Result<()> {
     println!(
         "100 resources applied at once, all Ready: median {:.2}s over 3 runs",
         median(runs)
+    );
+    let per_second = steady_calls_per_second(200).await?;
+    println!(
+        "200 steady instances, 5 s steady poll: {per_second:.2} BeeOS calls/s \
+         (one GET each would be 40/s)"
     );
     let mut runs = Vec::new();
     for run in 1..=3 {

@@ -446,16 +446,14 @@ async fn steady_instance_causes_no_writes_to_the_api_server() -> Result<()> {
     env.start_operator(&["--steady-poll", "500ms"])?;
     env.apply_example("catalog-instance.yaml").await?;
     let ready = env.wait_for("catalog-agent", "Ready", is_ready).await?;
-    let gets = env.sim_calls("get").await?;
+    let polls = env.sim_calls("get").await? + env.sim_calls("list").await?;
 
     // Several steady polls happen in this window (BeeOS's counters move meanwhile); none may
     // change the resource.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let later = env.api().get("catalog-agent").await?;
-    assert!(
-        env.sim_calls("get").await? >= gets + 3,
-        "the operator kept polling"
-    );
+    let polled = env.sim_calls("get").await? + env.sim_calls("list").await? - polls;
+    assert!(polled >= 3, "the operator kept polling ({polled} calls)");
     assert_eq!(later.resource_version(), ready.resource_version());
     Ok(())
 }
@@ -576,5 +574,55 @@ async fn probes_and_metrics_are_served_and_sigterm_stops_cleanly() -> Result<()>
     };
     result?;
     assert!(exit.success(), "the operator exited with {exit} on SIGTERM");
+    Ok(())
+}
+
+#[tokio::test]
+async fn steady_instances_are_polled_by_one_list_per_credential_not_a_get_each() -> Result<()> {
+    let mut env = Env::without_operator("e2e-batched").await?;
+    env.start_operator(&["--steady-poll", "1s"])?;
+    let names: Vec<String> = (0..20).map(|i| format!("agent-{i:02}")).collect();
+    for name in &names {
+        env.apply(support::catalog_instance(name)?).await?;
+    }
+    for name in &names {
+        env.wait_for(name, "Ready", is_ready).await?;
+    }
+    let gets = env.sim_calls("get").await?;
+    let lists = env.sim_calls("list").await?;
+
+    // An observation window of about four steady polls of every instance: one GET each per
+    // poll would be some 80 calls; batched, it is a few lists.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let gets = env.sim_calls("get").await? - gets;
+    let lists = env.sim_calls("list").await? - lists;
+    assert!(
+        lists >= 2,
+        "steady instances are refreshed by listing ({lists} lists)"
+    );
+    assert!(
+        gets < 10,
+        "{gets} GETs for 20 steady instances: polling is not batched"
+    );
+
+    // A change at BeeOS still shows up: stopped behind the operator's back, the instance is
+    // noticed through the listing and started again (powerState is Running).
+    let resource = env.api().get("agent-00").await?;
+    let id = instance_id(&resource).context("recorded")?;
+    let client = beeos_operator::beeos::BeeosClient::new(
+        &env.sim.base_url(),
+        beeos_operator::beeos::Credential::new(TEAM_A_TOKEN)?,
+        Default::default(),
+    )?;
+    client.stop(&id).await?;
+    let started = tokio::time::Instant::now();
+    while env.sim_calls("start").await? == 0 {
+        anyhow::ensure!(
+            started.elapsed() < support::DEADLINE,
+            "the stop at BeeOS was never noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    env.wait_for("agent-00", "Ready again", is_ready).await?;
     Ok(())
 }

@@ -6,6 +6,7 @@
 mod plan;
 mod reconcile;
 mod request;
+mod snapshot;
 mod status;
 
 use std::collections::HashMap;
@@ -119,6 +120,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub intervals: Intervals,
     pub metrics: Arc<Metrics>,
+    /// The batched listings steady instances are read from.
+    snapshots: snapshot::Snapshots,
     /// Consecutive transient failures per resource, for exponential backoff.
     failures: Mutex<HashMap<ObjectRef<BeeosInstance>, u32>>,
     /// The watched resources, to tell whether an instance is already owned.
@@ -139,6 +142,7 @@ impl Context {
             beeos,
             intervals,
             metrics,
+            snapshots: snapshot::Snapshots::default(),
             failures: Mutex::new(HashMap::new()),
             stores: Mutex::new(Vec::new()),
         }

@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 
 use super::plan::{Found, Observation, Remote, Slot, Step, Which, find_deployed, next_step};
 use super::request::{deploy_request, digest, inject};
+use super::snapshot::get_if_exists;
 use super::status::{Problem, StatusInput, Update, desired_status, observed_instance};
 use super::{Context, ReconcileResult};
 use crate::beeos::{BeeosClient, Credential, DeployRequest, ErrorClass, Instance, ListQuery};
@@ -30,7 +31,7 @@ use crate::crd::{
     BeeosInstance, DEPLOY_STARTED_AT_ANNOTATION, DEPLOYED_DIGEST_ANNOTATION, DeletionPolicy,
     FINALIZER, INSTANCE_ID_ANNOTATION, PAUSED_ANNOTATION, REPLACEMENT_DIGEST_ANNOTATION,
     REPLACEMENT_ID_ANNOTATION, REPLACEMENT_STARTED_AT_ANNOTATION, RESTART_REQUESTED_AT_ANNOTATION,
-    RETIRING_ID_ANNOTATION, UpdateStrategy, reason,
+    RETIRING_ID_ANNOTATION, UpdateStrategy, condition, reason,
 };
 use crate::error::Error;
 
@@ -164,18 +165,26 @@ pub async fn reconcile(resource: Arc<BeeosInstance>, ctx: Arc<Context>) -> Recon
     // Known from annotations alone, so a failed lookup below reports it too.
     let update = update_progress(&observation);
 
-    // The instances as BeeOS reports them now; the observation borrows them.
+    // The instances as BeeOS reports them now; the observation borrows them. A steady
+    // instance comes from its credential's batched listing, anything else from a direct GET.
+    let steady = was_steady(&resource, &observation);
     let mut looked_up: BTreeMap<Which, Instance> = BTreeMap::new();
     for which in [Which::Current, Which::Replacement, Which::Retiring] {
         let Some(id) = driver.slot(&observation, which).id else {
             continue;
         };
-        match beeos.get(id).await {
-            Ok(instance) if instance.is_terminated() => {}
-            Ok(instance) => {
+        let found = if which == Which::Current && steady {
+            ctx.snapshots
+                .get(&beeos, id, ctx.intervals.steady_poll)
+                .await
+        } else {
+            get_if_exists(&beeos, id).await
+        };
+        match found {
+            Ok(Some(instance)) if !instance.is_terminated() => {
                 looked_up.insert(which, instance);
             }
-            Err(err) if err.is_not_found() => {}
+            Ok(_) => {}
             Err(err) => {
                 return driver
                     .failed(Step::AwaitTransition, err, &object, update)
@@ -276,6 +285,34 @@ pub fn error_policy(_resource: Arc<BeeosInstance>, err: &Error, ctx: Arc<Context
     tracing::warn!(error = %err, "reconcile failed");
     ctx.metrics.reconcile_failed(err.reason());
     Action::requeue(ctx.intervals.min_backoff.max(Duration::from_secs(1)))
+}
+
+/// Whether the resource was steady when last reconciled (Ready for this generation on the
+/// recorded instance, with nothing deployed, replaced, retired or restarted), so its instance
+/// may be read from the batched listing.
+fn was_steady(resource: &BeeosInstance, o: &Observation<'_>) -> bool {
+    let Some(status) = resource.status.as_ref() else {
+        return false;
+    };
+    let ready = status.conditions.iter().any(|c| {
+        c.type_ == condition::READY
+            && c.status == "True"
+            && c.observed_generation == resource.metadata.generation
+    });
+    let same_instance = status
+        .instance
+        .as_ref()
+        .is_some_and(|instance| Some(instance.id.as_str()) == o.current.id);
+    let up_to_date = o.desired_digest.is_some() && o.desired_digest == o.current.digest;
+    ready
+        && same_instance
+        && up_to_date
+        && !o.deleting
+        && !o.restart_requested
+        && !o.current.deploy_started
+        && o.replacement.id.is_none()
+        && !o.replacement.deploy_started
+        && o.retiring.id.is_none()
 }
 
 /// What the status should say about a spec change in progress.
