@@ -27,7 +27,7 @@ pub struct Metrics {
     reconciles: Counter,
     reconcile_failures: Family<ReasonLabel, Counter>,
     reconcile_duration: Histogram,
-    beeos_calls: Family<OperationLabel, Counter>,
+    beeos_mutations: Family<OperationLabel, Counter>,
     beeos_errors: Family<ReasonLabel, Counter>,
     status_writes: Counter,
 }
@@ -51,11 +51,11 @@ impl Default for Metrics {
             "Time spent in one reconcile",
             reconcile_duration.clone(),
         );
-        let beeos_calls = Family::<OperationLabel, Counter>::default();
+        let beeos_mutations = Family::<OperationLabel, Counter>::default();
         registry.register(
             "beeos_mutations",
             "Successful BeeOS calls that change an instance, by operation",
-            beeos_calls.clone(),
+            beeos_mutations.clone(),
         );
         let beeos_errors = Family::<ReasonLabel, Counter>::default();
         registry.register(
@@ -74,7 +74,7 @@ impl Default for Metrics {
             reconciles,
             reconcile_failures,
             reconcile_duration,
-            beeos_calls,
+            beeos_mutations,
             beeos_errors,
             status_writes,
         }
@@ -108,8 +108,8 @@ impl Metrics {
             .inc();
     }
 
-    pub fn beeos_call(&self, operation: &'static str) {
-        self.beeos_calls
+    pub fn beeos_mutation(&self, operation: &'static str) {
+        self.beeos_mutations
             .get_or_create(&OperationLabel { operation })
             .inc();
     }

@@ -29,9 +29,6 @@ use crate::crd::{
 use crate::error::Error;
 use crate::metrics::Metrics;
 
-pub use plan::{Found, Observation, Remote, Slot, Step, Which, find_deployed, next_step};
-pub use status::{Problem, StatusInput, Update, desired_status, observed_instance};
-
 /// How often to look at instances, and how to back off.
 #[derive(Clone, Debug)]
 pub struct Intervals {

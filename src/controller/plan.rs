@@ -38,6 +38,26 @@ pub struct Observation<'a> {
     pub claimed_by_other: bool,
 }
 
+impl<'a> Observation<'a> {
+    /// The slot `which`.
+    pub fn slot(&self, which: Which) -> Slot<'a> {
+        match which {
+            Which::Current => self.current,
+            Which::Replacement => self.replacement,
+            Which::Retiring => self.retiring,
+        }
+    }
+
+    /// The slot `which`, to fill in what BeeOS reported.
+    pub fn slot_mut(&mut self, which: Which) -> &mut Slot<'a> {
+        match which {
+            Which::Current => &mut self.current,
+            Which::Replacement => &mut self.replacement,
+            Which::Retiring => &mut self.retiring,
+        }
+    }
+}
+
 /// One instance slot of a resource, as recorded in its annotations and seen at BeeOS.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Slot<'a> {
@@ -226,11 +246,8 @@ fn deletion_step(o: &Observation<'_>) -> Step {
         return Step::RemoveFinalizer;
     }
     let mut waiting = false;
-    for (which, slot) in [
-        (Which::Retiring, &o.retiring),
-        (Which::Replacement, &o.replacement),
-        (Which::Current, &o.current),
-    ] {
+    for which in [Which::Retiring, Which::Replacement, Which::Current] {
+        let slot = o.slot(which);
         match (slot.id, slot.remote) {
             (Some(_), Remote::Found(instance)) if being_destroyed(instance) => waiting = true,
             (Some(_), Remote::Found(instance)) if instance.is_transitioning() => waiting = true,

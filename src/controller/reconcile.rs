@@ -7,8 +7,8 @@
 //! recording the instance id. Whenever a mark is found without an id the deploy may have
 //! happened unseen, and the step is to look for it by name and adopt it.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -122,6 +122,7 @@ pub async fn reconcile(resource: Arc<BeeosInstance>, ctx: Arc<Context>) -> Recon
         ctx: &ctx,
         resource: &resource,
         namespace: &namespace,
+        secrets_read: Mutex::default(),
         instances: BTreeMap::new(),
         last_restart,
     };
@@ -170,7 +171,7 @@ pub async fn reconcile(resource: Arc<BeeosInstance>, ctx: Arc<Context>) -> Recon
     let steady = was_steady(&resource, &observation);
     let mut looked_up: BTreeMap<Which, Instance> = BTreeMap::new();
     for which in [Which::Current, Which::Replacement, Which::Retiring] {
-        let Some(id) = driver.slot(&observation, which).id else {
+        let Some(id) = observation.slot(which).id else {
             continue;
         };
         let found = if which == Which::Current && steady {
@@ -193,11 +194,7 @@ pub async fn reconcile(resource: Arc<BeeosInstance>, ctx: Arc<Context>) -> Recon
         }
     }
     for which in [Which::Current, Which::Replacement, Which::Retiring] {
-        let slot = match which {
-            Which::Current => &mut observation.current,
-            Which::Replacement => &mut observation.replacement,
-            Which::Retiring => &mut observation.retiring,
-        };
+        let slot = observation.slot_mut(which);
         if slot.id.is_some() {
             slot.remote = match looked_up.get(&which) {
                 Some(instance) => Remote::Found(instance),
@@ -237,7 +234,7 @@ pub async fn reconcile(resource: Arc<BeeosInstance>, ctx: Arc<Context>) -> Recon
                 .await
         }
         Step::Destroy(which) => {
-            let id = driver.slot(&observation, which).id.unwrap_or_default();
+            let id = observation.slot(which).id.unwrap_or_default();
             driver.destroy(&beeos, id).await
         }
         Step::Forget(which) => driver.forget(which, &observation).await.map(|()| None),
@@ -336,20 +333,14 @@ struct Driver<'a> {
     ctx: &'a Context,
     resource: &'a BeeosInstance,
     namespace: &'a str,
+    /// Secrets read in this reconcile, by name (`None`: not found).
+    secrets_read: Mutex<HashMap<String, Option<Secret>>>,
     /// Instances as BeeOS last answered in this reconcile, by slot.
     instances: BTreeMap<Which, Instance>,
     last_restart: Option<String>,
 }
 
 impl Driver<'_> {
-    fn slot<'o>(&self, observation: &Observation<'o>, which: Which) -> Slot<'o> {
-        match which {
-            Which::Current => observation.current,
-            Which::Replacement => observation.replacement,
-            Which::Retiring => observation.retiring,
-        }
-    }
-
     /// The BeeOS client for the resource's credentials, or the problem that keeps it from one.
     async fn beeos_client(&self) -> Result<Result<BeeosClient, Problem>, Error> {
         let credential = match &self.resource.spec.credentials {
@@ -399,8 +390,25 @@ impl Driver<'_> {
     /// Reads one key of a Secret in the resource's namespace. `Err` names what is missing,
     /// never a value.
     async fn secret_value(&self, name: &str, key: &str) -> Result<Result<String, String>, Error> {
-        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), self.namespace);
-        let secret = secrets.get_opt(name).await.map_err(Error::ReadSecret)?;
+        // Each Secret is read once per reconcile, however many keys are taken from it.
+        let cached = self
+            .secrets_read
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned();
+        let secret = match cached {
+            Some(secret) => secret,
+            None => {
+                let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+                let secret = secrets.get_opt(name).await.map_err(Error::ReadSecret)?;
+                self.secrets_read
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(name.to_owned(), secret.clone());
+                secret
+            }
+        };
         let where_ = format!("Secret {}/{name}", self.namespace);
         let Some(secret) = secret else {
             return Ok(Err(format!("{where_} not found")));
@@ -488,7 +496,7 @@ impl Driver<'_> {
                 return Err(err.into());
             }
         };
-        self.ctx.metrics.beeos_call("deploy");
+        self.ctx.metrics.beeos_mutation("deploy");
         let mut record = vec![(keys.id, Some(instance.instance_id.as_str()))];
         record.extend(keys.started_at.map(|k| (k, None)));
         // The id must land however the resource changed meanwhile: no resourceVersion guard.
@@ -622,7 +630,7 @@ impl Driver<'_> {
         };
         match result {
             Ok(instance) => {
-                self.ctx.metrics.beeos_call(operation);
+                self.ctx.metrics.beeos_mutation(operation);
                 self.publish(
                     EventType::Normal,
                     reason,
@@ -649,7 +657,7 @@ impl Driver<'_> {
     ) -> Result<Option<Problem>, Error> {
         match beeos.destroy(instance_id).await {
             Ok(()) => {
-                self.ctx.metrics.beeos_call("destroy");
+                self.ctx.metrics.beeos_mutation("destroy");
                 self.publish(
                     EventType::Normal,
                     reason::DELETING,
