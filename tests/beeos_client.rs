@@ -127,6 +127,23 @@ fn is_settled(status: InstanceStatus) -> impl Fn(&Instance) -> bool {
     move |instance| instance.status.as_ref() == Some(&status) && !instance.is_transitioning()
 }
 
+/// Deploys a catalog instance named `name` and waits until it runs; returns its id.
+async fn deploy_running(client: &BeeosClient, name: &str) -> String {
+    let instance_id = client
+        .deploy(&variant_request(name))
+        .await
+        .unwrap()
+        .instance_id;
+    wait_for_instance(
+        client,
+        &instance_id,
+        "running",
+        is_settled(InstanceStatus::Running),
+    )
+    .await;
+    instance_id
+}
+
 #[tokio::test]
 async fn deploy_then_drive_the_whole_lifecycle() {
     let sim = simulator().await;
@@ -325,18 +342,7 @@ async fn list_pages_through_everything_and_filters() {
 async fn list_status_filter_uses_the_wire_spelling() {
     let sim = simulator().await;
     let alice = client(&sim, ALICE);
-    let instance_id = alice
-        .deploy(&variant_request("status-filter"))
-        .await
-        .unwrap()
-        .instance_id;
-    wait_for_instance(
-        &alice,
-        &instance_id,
-        "running",
-        is_settled(InstanceStatus::Running),
-    )
-    .await;
+    let instance_id = deploy_running(&alice, "status-filter").await;
     let running = alice
         .list(&ListQuery {
             status: Some(InstanceStatus::Running),
@@ -345,6 +351,7 @@ async fn list_status_filter_uses_the_wire_spelling() {
         .await
         .unwrap();
     assert_eq!(running.instances.len(), 1);
+    assert_eq!(running.instances[0].instance_id, instance_id);
     let stopped = alice
         .list(&ListQuery {
             status: Some(InstanceStatus::Stopped),
@@ -480,18 +487,7 @@ async fn another_owners_instance_is_not_found() {
 async fn disallowed_transitions_conflict() {
     let sim = simulator().await;
     let alice = client(&sim, ALICE);
-    let instance_id = alice
-        .deploy(&variant_request("conflicts"))
-        .await
-        .unwrap()
-        .instance_id;
-    wait_for_instance(
-        &alice,
-        &instance_id,
-        "running",
-        is_settled(InstanceStatus::Running),
-    )
-    .await;
+    let instance_id = deploy_running(&alice, "conflicts").await;
 
     let err = alice.start(&instance_id).await.unwrap_err();
     assert!(err.is_conflict(), "{err:?}");
@@ -572,18 +568,7 @@ async fn injected_429_carries_its_retry_after() {
 async fn every_route_fault_is_a_retryable_server_error_then_clears() {
     let sim = simulator().await;
     let alice = client(&sim, ALICE);
-    let instance_id = alice
-        .deploy(&variant_request("faulted"))
-        .await
-        .unwrap()
-        .instance_id;
-    wait_for_instance(
-        &alice,
-        &instance_id,
-        "running",
-        is_settled(InstanceStatus::Running),
-    )
-    .await;
+    let instance_id = deploy_running(&alice, "faulted").await;
 
     let statuses = [500_u16, 502, 503, 504];
     let routes = [

@@ -148,28 +148,6 @@ mod tests {
     use super::*;
     use crate::config::Settings;
 
-    const REQUIRED: [&str; 19] = [
-        "id",
-        "ownerId",
-        "agentFramework",
-        "providerId",
-        "externalId",
-        "osType",
-        "hostingType",
-        "cloudProvider",
-        "name",
-        "modelPrimary",
-        "models",
-        "status",
-        "desiredStatus",
-        "endpoint",
-        "bridgeId",
-        "identityId",
-        "totalRunSeconds",
-        "connectivity",
-        "providerConfig",
-    ];
-
     fn instance() -> Instance {
         let spec = crate::deploy::parse(
             br#"{"name":"a","agentFramework":"x","providerConfig":{"apiKeys":{"k":"s"},"keep":1}}"#,
@@ -189,7 +167,13 @@ mod tests {
     fn every_required_field_is_present_and_api_keys_are_stripped() {
         let i = instance();
         let v = serde_json::to_value(InstanceDto::of(&i, i.created_at)).unwrap();
-        for field in REQUIRED {
+        let contract: serde_json::Value =
+            serde_yaml_ng::from_str(include_str!("../contract/beeos-platform-v1.yaml")).unwrap();
+        let required = contract["components"]["schemas"]["InstanceDataDTO"]["required"]
+            .as_array()
+            .unwrap();
+        assert!(required.len() >= 19, "{required:?}");
+        for field in required.iter().filter_map(|f| f.as_str()) {
             assert!(
                 v.get(field).is_some_and(|f| !f.is_null()),
                 "{field} missing"

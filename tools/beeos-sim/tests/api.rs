@@ -11,31 +11,18 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// `InstanceDataDTO.required` in the contract.
-const REQUIRED: [&str; 19] = [
-    "id",
-    "ownerId",
-    "agentFramework",
-    "providerId",
-    "externalId",
-    "osType",
-    "hostingType",
-    "cloudProvider",
-    "name",
-    "modelPrimary",
-    "models",
-    "status",
-    "desiredStatus",
-    "endpoint",
-    "bridgeId",
-    "identityId",
-    "totalRunSeconds",
-    "connectivity",
-    "providerConfig",
-];
+/// `InstanceDataDTO.required`, read from the vendored contract so the list cannot drift from it.
+fn required_instance_fields() -> Vec<String> {
+    let contract = include_str!("../contract/beeos-platform-v1.yaml");
+    let contract: Value = serde_yaml_ng::from_str(contract).expect("the contract parses");
+    let required = &contract["components"]["schemas"]["InstanceDataDTO"]["required"];
+    serde_json::from_value(required.clone()).expect("a list of field names")
+}
 
 fn assert_instance_dto(data: &Value) {
-    for field in REQUIRED {
+    let required = required_instance_fields();
+    assert!(required.len() >= 19, "{required:?}");
+    for field in &required {
         assert!(
             data.get(field).is_some_and(|v| !v.is_null()),
             "{field} missing in {data:#}"
