@@ -82,8 +82,18 @@ async fn run(args: RunArgs) -> Result<()> {
     });
 
     tracing::info!(beeos_url = %args.beeos_url, namespaces = ?args.namespaces(), "starting");
-    health.set_ready(true);
-    controller::run(context, args.namespaces(), args.concurrency, stopped()).await;
+    let synced = {
+        let health = health.clone();
+        move || health.set_ready(true)
+    };
+    controller::run(
+        context,
+        args.namespaces(),
+        args.concurrency,
+        stopped(),
+        synced,
+    )
+    .await;
     health.set_ready(false);
     server.await??;
     Ok(())

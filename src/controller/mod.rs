@@ -210,11 +210,14 @@ impl Context {
 }
 
 /// Runs the controller until `shutdown` completes, one watch per namespace when limited.
+/// `synced` is called once every watch has listed its resources (the operator may then
+/// report itself ready).
 pub async fn run(
     context: Arc<Context>,
     namespaces: Namespaces,
     concurrency: u16,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    synced: impl FnOnce() + Send + 'static,
 ) {
     let apis: Vec<Api<BeeosInstance>> = match &namespaces {
         Namespaces::All => vec![Api::all(context.client.clone())],
@@ -224,8 +227,10 @@ pub async fn run(
             .collect(),
     };
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let mut readers = Vec::new();
     let controllers = apis.into_iter().map(|api| {
         let (reader, writer) = reflector::store();
+        readers.push(reader.clone());
         context
             .stores
             .lock()
@@ -256,6 +261,15 @@ pub async fn run(
                     tracing::debug!(error = %err, "reconcile did not complete");
                 }
             })
+    });
+    let controllers: Vec<_> = controllers.collect();
+    tokio::spawn(async move {
+        for reader in readers {
+            if reader.wait_until_ready().await.is_err() {
+                return;
+            }
+        }
+        synced();
     });
     futures::future::join_all(controllers).await;
 }
