@@ -81,11 +81,22 @@ pub struct RunArgs {
     #[arg(long, env = "DEPLOY_GRACE", default_value = "2m", value_parser = humantime::parse_duration)]
     pub deploy_grace: Duration,
 
+    /// How long an instance may stay in transition (or running but not online) before its
+    /// resource is Stalled with reason TransitionTimeout.
+    #[arg(long, env = "TRANSITION_TIMEOUT", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub transition_timeout: Duration,
+
+    /// Retry interval while a Secret a resource names does not exist yet (a Secret read, no
+    /// BeeOS call); a change to a Secret the operator already watches heals at once.
+    #[arg(long, env = "MISSING_SECRET_RETRY", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub missing_secret_retry: Duration,
+
     /// Timeout of each BeeOS request.
     #[arg(long, env = "BEEOS_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub beeos_timeout: Duration,
 
-    /// BeeOS calls per second per credential (client-side limit); 0 disables it.
+    /// BeeOS calls per second per credential and endpoint (client-side limit, as BeeOS counts
+    /// its quota); 0 disables it.
     #[arg(long, env = "BEEOS_RATE_LIMIT", default_value_t = 10)]
     pub rate_limit: u32,
 
@@ -108,6 +119,8 @@ impl RunArgs {
             transition_poll: self.transition_poll,
             steady_poll: self.steady_poll,
             stalled_retry: self.stalled_retry,
+            missing_secret_retry: self.missing_secret_retry,
+            transition_timeout: self.transition_timeout,
             min_backoff: self.min_backoff,
             max_backoff: self.max_backoff,
             deploy_grace: self.deploy_grace,

@@ -24,8 +24,14 @@ pub const RESTART_REQUESTED_AT_ANNOTATION: &str = "beeos.ai/restart-requested-at
 pub const PAUSED_ANNOTATION: &str = "beeos.ai/paused";
 /// Set just before a deploy call and cleared once its instance id is recorded. While it is set
 /// without an instance id, a deploy may have happened unseen: the operator looks before it
-/// deploys again.
+/// deploys again. Its value (a timestamp) also names the deploy: the instance's name carries a
+/// suffix derived from it, and only the process whose mark is still current may record the id.
 pub const DEPLOY_STARTED_AT_ANNOTATION: &str = "beeos.ai/deploy-started-at";
+/// Which resource the operator's bookkeeping belongs to and which instance id it recorded for it:
+/// `<namespace>/<name>/<instance-id>` (the id is empty while there is no current instance). A
+/// copy of a resource carries another resource's claim, so it owns nothing; an instance id that
+/// differs from the claim was set by hand and must be free before it is taken over.
+pub const CLAIM_ANNOTATION: &str = "beeos.ai/claim";
 /// A digest of what the current instance was deployed with (injected secret values included),
 /// to tell whether it is up to date with the spec.
 pub const DEPLOYED_DIGEST_ANNOTATION: &str = "beeos.ai/deployed-digest";
@@ -39,7 +45,8 @@ pub const REPLACEMENT_STARTED_AT_ANNOTATION: &str = "beeos.ai/replacement-starte
 pub const RETIRING_ID_ANNOTATION: &str = "beeos.ai/retiring-id";
 /// The operator's own bookkeeping annotations. Writing them must not wake the resource (only
 /// user changes do), or a failed deploy that clears its mark would retry at once, forever.
-pub const BOOKKEEPING_ANNOTATIONS: [&str; 6] = [
+pub const BOOKKEEPING_ANNOTATIONS: [&str; 7] = [
+    CLAIM_ANNOTATION,
     DEPLOY_STARTED_AT_ANNOTATION,
     DEPLOYED_DIGEST_ANNOTATION,
     REPLACEMENT_ID_ANNOTATION,
@@ -47,6 +54,12 @@ pub const BOOKKEEPING_ANNOTATIONS: [&str; 6] = [
     REPLACEMENT_STARTED_AT_ANNOTATION,
     RETIRING_ID_ANNOTATION,
 ];
+/// On a credentials Secret while a resource may still need it to destroy its instance, so that
+/// deleting a namespace (which deletes Secrets and resources together) cannot strand instances.
+pub const SECRET_IN_USE_FINALIZER: &str = "beeos.ai/in-use";
+/// On every Secret a resource reads (credentials and injections): the operator watches the
+/// metadata of Secrets with this label, to roll out rotated values and heal fixed credentials.
+pub const SECRET_REFERENCED_LABEL: &str = "beeos.ai/referenced";
 /// The key read from the credentials Secret when `spec.credentials.key` is not set.
 pub const DEFAULT_CREDENTIALS_KEY: &str = "token";
 
@@ -361,6 +374,10 @@ pub mod reason {
     pub const ADOPTED: &str = "Adopted";
     pub const AMBIGUOUS_DEPLOY: &str = "AmbiguousDeploy";
     pub const INSTANCE_CLAIMED: &str = "InstanceClaimed";
+    pub const INSTANCE_FORBIDDEN: &str = "InstanceForbidden";
+    pub const TRANSITION_TIMEOUT: &str = "TransitionTimeout";
+    pub const SUPERSEDED: &str = "Superseded";
+    pub const RESTORED: &str = "Restored";
     pub const SECRET_UNAVAILABLE: &str = "SecretUnavailable";
     pub const SPEC_DRIFT: &str = "SpecDrift";
     pub const REPLACING: &str = "Replacing";

@@ -13,7 +13,7 @@ use beeos_operator::beeos::{ClientOptions, Credential, RateLimiters};
 use beeos_operator::config::{Cli, Command, RunArgs};
 use beeos_operator::controller::{self, BeeosClients, Context};
 use beeos_operator::crd::BeeosInstance;
-use beeos_operator::metrics::Metrics;
+use beeos_operator::metrics::{BeeosCallMetrics, Metrics};
 use beeos_operator::server::{self, Health};
 use beeos_operator::telemetry;
 
@@ -40,15 +40,16 @@ async fn run(args: RunArgs) -> Result<()> {
         (Some(rate), None) => Some(RateLimiters::per_second(rate, rate)),
         (None, _) => None,
     };
+    let metrics = Arc::new(Metrics::default());
     let options = ClientOptions {
         timeout: args.beeos_timeout,
         rate_limiters,
+        observer: Some(Arc::new(BeeosCallMetrics(metrics.clone()))),
         ..ClientOptions::default()
     };
     let client = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes")?;
-    let metrics = Arc::new(Metrics::default());
     let health = Arc::new(Health::default());
     let reporter = Reporter {
         controller: "beeos-operator".into(),

@@ -1,15 +1,23 @@
 //! Prometheus metrics of the operator, served on `/metrics` by [`crate::server`].
 //!
-//! Labels are static reasons and operation names, never resource names or instance ids, so the
-//! series count stays bounded at any number of resources.
+//! Labels are static reasons, operation names, HTTP codes and namespaces, never resource names
+//! or instance ids, so the series count stays bounded at any number of resources (namespaces
+//! times a handful of states).
 
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use kube::ResourceExt;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::beeos::{CallObserver, Operation};
+use crate::crd::{BeeosInstance, PAUSED_ANNOTATION, condition};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
@@ -21,6 +29,47 @@ struct OperationLabel {
     operation: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    namespace: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    namespace: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: &'static str,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: &'static str,
+}
+
+/// Every metric family the operator exports, as named in `# TYPE` lines (counters get `_total`
+/// on their samples, histograms `_bucket`, `_sum` and `_count`). Dashboards and alert rules may
+/// use only these; a test keeps the list equal to what is registered.
+pub const FAMILIES: &[&str] = &[
+    "beeos_operator_reconciles",
+    "beeos_operator_reconcile_failures",
+    "beeos_operator_reconcile_duration_seconds",
+    "beeos_operator_beeos_mutations",
+    "beeos_operator_beeos_errors",
+    "beeos_operator_status_writes",
+    "beeos_operator_resources",
+    "beeos_operator_instances",
+    "beeos_operator_reconcile_backlog",
+    "beeos_operator_beeos_requests",
+    "beeos_operator_beeos_rate_limit_wait_seconds",
+    "beeos_operator_leader",
+];
+
 /// The operator's metrics, registered in one registry.
 pub struct Metrics {
     registry: Registry,
@@ -30,6 +79,12 @@ pub struct Metrics {
     beeos_mutations: Family<OperationLabel, Counter>,
     beeos_errors: Family<ReasonLabel, Counter>,
     status_writes: Counter,
+    resources: Family<StateLabels, Gauge>,
+    instances: Family<StatusLabels, Gauge>,
+    reconcile_backlog: Gauge,
+    beeos_requests: Family<RequestLabels, Counter>,
+    rate_limit_wait: Family<RouteLabel, Histogram>,
+    leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -69,8 +124,52 @@ impl Default for Metrics {
             "Status writes to the API server",
             status_writes.clone(),
         );
+        let resources = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "resources",
+            "BeeosInstance resources by namespace and state (Ready, Stalled, Reconciling, Paused, Deleting)",
+            resources.clone(),
+        );
+        let instances = Family::<StatusLabels, Gauge>::default();
+        registry.register(
+            "instances",
+            "Managed BeeOS instances by namespace and BeeOS status",
+            instances.clone(),
+        );
+        let reconcile_backlog = Gauge::default();
+        registry.register(
+            "reconcile_backlog",
+            "Resources whose current generation the operator has not observed yet",
+            reconcile_backlog.clone(),
+        );
+        let beeos_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "beeos_requests",
+            "BeeOS API calls by route and outcome (HTTP status, or timeout, transport, not_sent)",
+            beeos_requests.clone(),
+        );
+        let rate_limit_wait = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0])
+        });
+        registry.register(
+            "beeos_rate_limit_wait_seconds",
+            "Time BeeOS calls waited for the client-side rate limit, by route",
+            rate_limit_wait.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this process holds the leader Lease and reconciles, else 0",
+            leader.clone(),
+        );
         Self {
             registry,
+            resources,
+            instances,
+            reconcile_backlog,
+            beeos_requests,
+            rate_limit_wait,
+            leader,
             reconciles,
             reconcile_failures,
             reconcile_duration,
@@ -124,10 +223,189 @@ impl Metrics {
         self.status_writes.inc();
     }
 
+    /// Whether this process leads (and reconciles).
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// Recomputes the gauges of resources and instances from the watched resources.
+    pub fn set_resource_gauges(&self, resources: &[Arc<BeeosInstance>]) {
+        let mut states: BTreeMap<(String, &'static str), i64> = BTreeMap::new();
+        let mut statuses: BTreeMap<(String, String), i64> = BTreeMap::new();
+        let mut backlog = 0;
+        for resource in resources {
+            let namespace = resource.namespace().unwrap_or_default();
+            *states
+                .entry((namespace.clone(), state_of(resource)))
+                .or_default() += 1;
+            let status = resource.status.as_ref();
+            if let Some(instance) = status.and_then(|s| s.instance.as_ref()) {
+                let beeos_status = instance.status.clone().unwrap_or_else(|| "unknown".into());
+                *statuses.entry((namespace, beeos_status)).or_default() += 1;
+            }
+            if status.and_then(|s| s.observed_generation) != resource.metadata.generation {
+                backlog += 1;
+            }
+        }
+        self.resources.clear();
+        for ((namespace, state), count) in states {
+            self.resources
+                .get_or_create(&StateLabels { namespace, state })
+                .set(count);
+        }
+        self.instances.clear();
+        for ((namespace, status), count) in statuses {
+            self.instances
+                .get_or_create(&StatusLabels { namespace, status })
+                .set(count);
+        }
+        self.reconcile_backlog.set(backlog);
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
+    }
+}
+
+/// One state per resource, for the `resources` gauge: deleting and paused first (they explain
+/// everything else), then the kstatus conditions.
+fn state_of(resource: &BeeosInstance) -> &'static str {
+    if resource.metadata.deletion_timestamp.is_some() {
+        return "Deleting";
+    }
+    if resource
+        .annotations()
+        .get(PAUSED_ANNOTATION)
+        .map(String::as_str)
+        == Some("true")
+    {
+        return "Paused";
+    }
+    let is_true = |type_: &str| {
+        resource.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == type_ && c.status == "True")
+        })
+    };
+    if is_true(condition::STALLED) {
+        "Stalled"
+    } else if is_true(condition::READY) {
+        "Ready"
+    } else {
+        "Reconciling"
+    }
+}
+
+/// Counts BeeOS calls by route and outcome, and rate-limit waits, for the client.
+pub struct BeeosCallMetrics(pub Arc<Metrics>);
+
+impl CallObserver for BeeosCallMetrics {
+    fn finished(&self, operation: Operation, outcome: &str) {
+        self.0
+            .beeos_requests
+            .get_or_create(&RequestLabels {
+                route: operation.as_str(),
+                code: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    fn waited(&self, operation: Operation, waited: Duration) {
+        self.0
+            .rate_limit_wait
+            .get_or_create(&RouteLabel {
+                route: operation.as_str(),
+            })
+            .observe(waited.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::BeeosInstanceSpec;
+
+    #[test]
+    fn the_families_list_names_exactly_what_is_registered() {
+        let metrics = Arc::new(Metrics::default());
+        // Labelled families show only once they have a sample.
+        metrics.reconcile_failed("X");
+        metrics.beeos_mutation("deploy");
+        metrics.beeos_error("BeeosTimeout");
+        let mut resource = BeeosInstance::new("a", crate::crd::BeeosInstanceSpec::default());
+        resource.metadata.namespace = Some("ns".into());
+        resource.status = Some(crate::crd::BeeosInstanceStatus {
+            instance: Some(Default::default()),
+            ..Default::default()
+        });
+        metrics.set_resource_gauges(&[Arc::new(resource)]);
+        let observer = BeeosCallMetrics(metrics.clone());
+        observer.finished(Operation::Get, "200");
+        observer.waited(Operation::Get, Duration::ZERO);
+        let text = metrics.encode().expect("encodes");
+        let mut exported: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|rest| rest.split(' ').next())
+            .collect();
+        exported.sort_unstable();
+        let mut listed = FAMILIES.to_vec();
+        listed.sort_unstable();
+        assert_eq!(exported, listed);
+    }
+
+    #[test]
+    fn gauges_count_resources_by_namespace_and_state_without_names() {
+        let metrics = Metrics::default();
+        let mut paused = BeeosInstance::new("secret-project-x", BeeosInstanceSpec::default());
+        paused.metadata.namespace = Some("team-a".into());
+        paused.metadata.annotations =
+            Some([(PAUSED_ANNOTATION.to_owned(), "true".to_owned())].into());
+        let mut fresh = BeeosInstance::new("other", BeeosInstanceSpec::default());
+        fresh.metadata.namespace = Some("team-a".into());
+        fresh.metadata.generation = Some(1);
+        metrics.set_resource_gauges(&[Arc::new(paused), Arc::new(fresh)]);
+        let text = metrics.encode().expect("encodes");
+        assert!(
+            text.contains(r#"beeos_operator_resources{namespace="team-a",state="Paused"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"beeos_operator_resources{namespace="team-a",state="Reconciling"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("beeos_operator_reconcile_backlog 1"),
+            "{text}"
+        );
+        assert!(!text.contains("secret-project-x"), "{text}");
+    }
+
+    #[test]
+    fn calls_are_counted_by_route_and_outcome() {
+        let metrics = Arc::new(Metrics::default());
+        let observer = BeeosCallMetrics(metrics.clone());
+        observer.finished(Operation::Deploy, "201");
+        observer.finished(Operation::Deploy, "timeout");
+        observer.waited(Operation::List, Duration::from_millis(20));
+        let text = metrics.encode().expect("encodes");
+        assert!(
+            text.contains(r#"beeos_operator_beeos_requests_total{route="deploy",code="201"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"beeos_operator_beeos_requests_total{route="deploy",code="timeout"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"beeos_operator_beeos_rate_limit_wait_seconds_count{route="list"} 1"#),
+            "{text}"
+        );
     }
 }

@@ -97,7 +97,12 @@ async fn catalog_example_becomes_ready_and_kubectl_wait_sees_it() -> Result<()> 
     let table = env.sim_instances().await?;
     assert_eq!(table.len(), 1, "exactly one deploy: {table:?}");
     assert_eq!(table[0]["ownerId"], "team-a");
-    assert_eq!(table[0]["name"], "catalog-agent");
+    // The display name, and a suffix unique to this resource's deploy (see the README).
+    let name = table[0]["name"].as_str().unwrap_or_default();
+    assert!(
+        name.starts_with("catalog-agent-") && name.len() == "catalog-agent-".len() + 8,
+        "{name}"
+    );
     Ok(())
 }
 
@@ -525,14 +530,23 @@ async fn probes_and_metrics_are_served_and_sigterm_stops_cleanly() -> Result<()>
             }
         };
         assert_eq!(healthz.status(), 200);
-        assert_eq!(
-            env.http
+        // Ready once the watches have listed: poll with a deadline.
+        loop {
+            let status = env
+                .http
                 .get(format!("{base}/readyz"))
                 .send()
                 .await?
-                .status(),
-            200
-        );
+                .status();
+            if status == 200 {
+                break;
+            }
+            anyhow::ensure!(
+                started.elapsed() < support::DEADLINE,
+                "/readyz still answers {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
 
         env.apply_example("catalog-instance.yaml").await?;
         env.wait_for("catalog-agent", "Ready", is_ready).await?;

@@ -31,8 +31,17 @@ const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
 /// Longest instance id BeeOS accepts in a path.
 const MAX_INSTANCE_ID_CHARS: usize = 128;
 
+/// Told about every call, for metrics: the client knows no metrics library, the operator does.
+pub trait CallObserver: Send + Sync {
+    /// A call finished; `outcome` is the HTTP status, or a label such as `timeout` or
+    /// `transport` (see [`Error::code_label`]).
+    fn finished(&self, operation: Operation, outcome: &str);
+    /// A call waited this long for the client-side rate limit before it went out.
+    fn waited(&self, operation: Operation, waited: Duration);
+}
+
 /// How a [`BeeosClient`] is built.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClientOptions {
     /// Timeout of each request, from sending to the last body byte (rate-limit waits excluded).
     pub timeout: Duration,
@@ -41,6 +50,8 @@ pub struct ClientOptions {
     pub rate_limiters: Option<RateLimiters>,
     /// The `User-Agent` header.
     pub user_agent: String,
+    /// Told about every call and every rate-limit wait.
+    pub observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl Default for ClientOptions {
@@ -49,7 +60,19 @@ impl Default for ClientOptions {
             timeout: DEFAULT_TIMEOUT,
             rate_limiters: None,
             user_agent: concat!("beeos-operator/", env!("CARGO_PKG_VERSION")).to_owned(),
+            observer: None,
         }
+    }
+}
+
+impl fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("timeout", &self.timeout)
+            .field("rate_limiters", &self.rate_limiters)
+            .field("user_agent", &self.user_agent)
+            .field("observed", &self.observer.is_some())
+            .finish()
     }
 }
 
@@ -156,6 +179,18 @@ impl BeeosClient {
     /// Not idempotent: when the error [`may have taken effect`](Error::may_have_taken_effect),
     /// an instance may exist; look for it (by name, with [`Self::list`]) before deploying again.
     pub async fn deploy(&self, request: &DeployRequest) -> Result<Instance, Error> {
+        self.deploy_unless_late(request, None).await
+    }
+
+    /// Like [`Self::deploy`], but the call is not sent when `not_after` has passed by the time the
+    /// rate limit lets it go ([`Error::DeadlinePassed`], which never took effect). A caller
+    /// that marked a deploy as pending uses this so a long wait never sends a deploy on a mark
+    /// others may already consider stale.
+    pub async fn deploy_unless_late(
+        &self,
+        request: &DeployRequest,
+        not_after: Option<Instant>,
+    ) -> Result<Instance, Error> {
         let operation = Operation::Deploy;
         let body = serde_json::to_vec(request).map_err(|err| Error::InvalidInput {
             operation,
@@ -163,14 +198,15 @@ impl BeeosClient {
         })?;
         let url = self.url(&["api", "v1", "instances"], &[]);
         let answer = self
-            .call(operation, None, Method::POST, url, Some(body))
+            .call_unless_late(operation, None, Method::POST, url, Some(body), not_after)
             .await?;
         let instance: Instance = required_data(operation, &answer)?;
         tracing::debug!(instance_id = %instance.instance_id, "deployed");
         Ok(instance)
     }
 
-    /// Reads one instance (`GET /api/v1/instances/{id}`). Another owner's instance is a 404.
+    /// Reads one instance (`GET /api/v1/instances/{id}`). Another owner's instance is a 403
+    /// ([`Error::Forbidden`]), an unknown one a 404.
     pub async fn get(&self, instance_id: &str) -> Result<Instance, Error> {
         self.instance_call(Operation::Get, Method::GET, instance_id, None)
             .await
@@ -357,6 +393,20 @@ impl BeeosClient {
         url: Url,
         body: Option<Vec<u8>>,
     ) -> Result<Answer, Error> {
+        self.call_unless_late(operation, instance_id, method, url, body, None)
+            .await
+    }
+
+    /// [`Self::call`], not sent when `not_after` has passed once the rate limit lets it go.
+    async fn call_unless_late(
+        &self,
+        operation: Operation,
+        instance_id: Option<&str>,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+        not_after: Option<Instant>,
+    ) -> Result<Answer, Error> {
         let span = tracing::info_span!(
             "beeos",
             operation = operation.as_str(),
@@ -366,13 +416,32 @@ impl BeeosClient {
             request_id = field::Empty,
         );
         async move {
-            if let Some(limiter) = &self.inner.limiter
-                && limiter.acquire().await
-            {
-                tracing::debug!("waited for the client-side rate limit");
+            let observer = self.inner.options.observer.as_deref();
+            if let Some(limiter) = &self.inner.limiter {
+                let waited = limiter.acquire(operation).await;
+                if !waited.is_zero() {
+                    tracing::debug!(waited_ms = waited.as_millis(), "waited for the client-side rate limit");
+                }
+                if let Some(observer) = observer {
+                    observer.waited(operation, waited);
+                }
+            }
+            if not_after.is_some_and(|deadline| Instant::now() > deadline) {
+                let err = Error::DeadlinePassed { operation };
+                if let Some(observer) = observer {
+                    observer.finished(operation, &err.code_label());
+                }
+                return Err(err);
             }
             let started = Instant::now();
             let result = self.exchange(operation, method, url, body).await;
+            if let Some(observer) = observer {
+                let outcome = match &result {
+                    Ok(answer) => answer.status.as_u16().to_string(),
+                    Err(err) => err.code_label(),
+                };
+                observer.finished(operation, &outcome);
+            }
             let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
             let span = tracing::Span::current();
             match &result {
@@ -638,8 +707,8 @@ mod tests {
             .with_credential(Credential::new("oag_b").unwrap())
             .unwrap();
         let bucket = |client: &BeeosClient| client.inner.limiter.clone().unwrap();
-        assert!(bucket(&a).same_bucket(&bucket(&a_again)));
-        assert!(!bucket(&a).same_bucket(&bucket(&b)));
+        assert!(bucket(&a).same_buckets(&bucket(&a_again)));
+        assert!(!bucket(&a).same_buckets(&bucket(&b)));
         assert_eq!(limiters.len(), 2);
     }
 

@@ -194,6 +194,13 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// The call was not sent: its deadline passed while it waited for the client-side rate
+    /// limit. It cannot have taken effect.
+    #[error("BeeOS {operation} not sent: its deadline passed while it waited for the rate limit")]
+    DeadlinePassed {
+        /// The call that was not made.
+        operation: Operation,
+    },
     /// The client cannot be built (base URL, credential, TLS setup).
     #[error("invalid BeeOS client configuration: {reason}")]
     Config {
@@ -285,6 +292,7 @@ impl Error {
             Self::Timeout { operation }
             | Self::Transport { operation, .. }
             | Self::Decode { operation, .. }
+            | Self::DeadlinePassed { operation }
             | Self::InvalidInput { operation, .. } => Some(*operation),
             Self::Config { .. } => None,
             other => other.api().map(|api| api.operation),
@@ -335,6 +343,12 @@ impl Error {
         matches!(self, Self::NotFound(_))
     }
 
+    /// Whether the caller may not touch the resource (403: another owner's instance, or a
+    /// credential without the right). Never "gone".
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, Self::Forbidden(_))
+    }
+
     /// Whether the instance's state did not allow the call (409).
     pub fn is_conflict(&self) -> bool {
         matches!(self, Self::Conflict(_))
@@ -352,7 +366,8 @@ impl Error {
             Self::RateLimited { .. }
             | Self::Server(_)
             | Self::Timeout { .. }
-            | Self::Transport { .. } => ErrorClass::Retryable,
+            | Self::Transport { .. }
+            | Self::DeadlinePassed { .. } => ErrorClass::Retryable,
             Self::UnexpectedStatus(api) if api.status == 408 => ErrorClass::Retryable,
             Self::Conflict(_) => ErrorClass::Transition,
             Self::InvalidRequest(_)
@@ -395,7 +410,22 @@ impl Error {
             Self::Transport { .. } => "BeeosTransportError",
             Self::Decode { .. } => "BeeosDecodeError",
             Self::InvalidInput { .. } => "BeeosInvalidInput",
+            Self::DeadlinePassed { .. } => "BeeosDeadlinePassed",
             Self::Config { .. } => "BeeosClientConfig",
+        }
+    }
+
+    /// A short label of the outcome for metrics: the HTTP status when BeeOS answered, else
+    /// `timeout`, `transport`, `decode`, `not_sent` or `invalid_input`.
+    pub fn code_label(&self) -> String {
+        match self {
+            Self::Timeout { .. } => "timeout".to_owned(),
+            Self::Transport { .. } => "transport".to_owned(),
+            Self::DeadlinePassed { .. } | Self::Config { .. } => "not_sent".to_owned(),
+            Self::InvalidInput { .. } => "invalid_input".to_owned(),
+            other => other
+                .status()
+                .map_or_else(|| "decode".to_owned(), |status| status.to_string()),
         }
     }
 

@@ -14,7 +14,7 @@ mod error;
 mod ratelimit;
 mod types;
 
-pub use client::{BeeosClient, ClientOptions, DEFAULT_TIMEOUT};
+pub use client::{BeeosClient, CallObserver, ClientOptions, DEFAULT_TIMEOUT};
 pub use credential::{Credential, Fingerprint};
 pub use error::{ApiError, Error, ErrorClass, Operation, parse_retry_after};
 pub use ratelimit::RateLimiters;

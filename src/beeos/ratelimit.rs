@@ -1,6 +1,7 @@
-//! The client-side rate limit: one GCRA bucket (governor) per credential, shared by every
-//! [`super::BeeosClient`] that uses that credential, so the operator stays inside BeeOS's
-//! per-key quota however many clients it builds.
+//! The client-side rate limit: one GCRA bucket (governor) per credential and endpoint, shared by
+//! every [`super::BeeosClient`] that uses that credential, so the operator stays inside BeeOS's
+//! quota however many clients it builds. BeeOS counts "per `oag_` key × endpoint", so a burst of
+//! deploys never delays the reads that tell whether they worked, and the other way round.
 //!
 //! Calls wait for their turn; the limiter never fails a call. It must not hold a token: buckets
 //! are keyed by the credential's fingerprint.
@@ -9,13 +10,15 @@ use std::collections::HashMap;
 use std::fmt;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 
 use super::credential::{Credential, Fingerprint};
+use super::error::Operation;
 
-/// A registry of rate limiters, one per credential, all with the same quota. Cheap to clone;
-/// clones share the buckets.
+/// A registry of rate limiters, one per credential and endpoint, all with the same quota. Cheap
+/// to clone; clones share the buckets.
 #[derive(Clone)]
 pub struct RateLimiters {
     inner: Arc<Registry>,
@@ -23,9 +26,15 @@ pub struct RateLimiters {
 
 struct Registry {
     quota: Quota,
-    // Weak: a bucket lives as long as a client uses its credential, so rotated credentials
-    // do not accumulate.
-    limiters: Mutex<HashMap<Fingerprint, Weak<DefaultDirectRateLimiter>>>,
+    // Weak: a credential's buckets live as long as a client uses the credential, so rotated
+    // credentials do not accumulate.
+    credentials: Mutex<HashMap<Fingerprint, Weak<Buckets>>>,
+}
+
+/// One credential's buckets, one per endpoint, made on first use.
+struct Buckets {
+    quota: Quota,
+    by_operation: Mutex<HashMap<Operation, Arc<DefaultDirectRateLimiter>>>,
 }
 
 impl RateLimiters {
@@ -34,12 +43,13 @@ impl RateLimiters {
         Self {
             inner: Arc::new(Registry {
                 quota,
-                limiters: Mutex::new(HashMap::new()),
+                credentials: Mutex::new(HashMap::new()),
             }),
         }
     }
 
-    /// A registry allowing `per_second` calls per second per credential, in bursts of `burst`.
+    /// A registry allowing `per_second` calls per second per credential and endpoint, in bursts
+    /// of `burst`.
     pub fn per_second(per_second: NonZeroU32, burst: NonZeroU32) -> Self {
         Self::new(Quota::per_second(per_second).allow_burst(burst))
     }
@@ -49,35 +59,38 @@ impl RateLimiters {
         self.inner.quota
     }
 
-    /// The bucket of `credential`, created on first use and shared while anyone holds it.
+    /// The buckets of `credential`, created on first use and shared while anyone holds them.
     pub(crate) fn limiter_for(&self, credential: &Credential) -> CredentialLimiter {
-        let mut limiters = self
+        let mut credentials = self
             .inner
-            .limiters
+            .credentials
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let fingerprint = *credential.fingerprint();
-        if let Some(limiter) = limiters.get(&fingerprint).and_then(Weak::upgrade) {
-            return CredentialLimiter(limiter);
+        if let Some(buckets) = credentials.get(&fingerprint).and_then(Weak::upgrade) {
+            return CredentialLimiter(buckets);
         }
-        limiters.retain(|_, limiter| limiter.strong_count() > 0);
-        let limiter = Arc::new(RateLimiter::direct(self.inner.quota));
-        limiters.insert(fingerprint, Arc::downgrade(&limiter));
-        CredentialLimiter(limiter)
+        credentials.retain(|_, buckets| buckets.strong_count() > 0);
+        let buckets = Arc::new(Buckets {
+            quota: self.inner.quota,
+            by_operation: Mutex::new(HashMap::new()),
+        });
+        credentials.insert(fingerprint, Arc::downgrade(&buckets));
+        CredentialLimiter(buckets)
     }
 
-    /// How many credentials currently have a bucket.
+    /// How many credentials currently have buckets.
     pub fn len(&self) -> usize {
         self.inner
-            .limiters
+            .credentials
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
-            .filter(|limiter| limiter.strong_count() > 0)
+            .filter(|buckets| buckets.strong_count() > 0)
             .count()
     }
 
-    /// Whether no credential has a bucket.
+    /// Whether no credential has buckets.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -92,31 +105,47 @@ impl fmt::Debug for RateLimiters {
     }
 }
 
-/// One credential's bucket.
+/// One credential's buckets.
 #[derive(Clone)]
-pub(crate) struct CredentialLimiter(Arc<DefaultDirectRateLimiter>);
+pub(crate) struct CredentialLimiter(Arc<Buckets>);
 
 impl CredentialLimiter {
-    /// Waits until a call may go out; returns whether it had to wait.
-    pub(crate) async fn acquire(&self) -> bool {
-        if self.0.check().is_ok() {
-            return false;
-        }
-        self.0.until_ready().await;
-        true
+    fn bucket(&self, operation: Operation) -> Arc<DefaultDirectRateLimiter> {
+        self.0
+            .by_operation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(operation)
+            .or_insert_with(|| Arc::new(RateLimiter::direct(self.0.quota)))
+            .clone()
     }
 
-    /// Whether two handles share one bucket.
+    /// Waits until a call to `operation` may go out; returns how long it waited.
+    pub(crate) async fn acquire(&self, operation: Operation) -> Duration {
+        let bucket = self.bucket(operation);
+        if bucket.check().is_ok() {
+            return Duration::ZERO;
+        }
+        let started = Instant::now();
+        bucket.until_ready().await;
+        started.elapsed()
+    }
+
+    /// Whether two handles share one set of buckets.
     #[cfg(test)]
-    pub(crate) fn same_bucket(&self, other: &Self) -> bool {
+    pub(crate) fn same_buckets(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// Takes a cell from `operation`'s bucket without waiting, if there is one.
+    #[cfg(test)]
+    pub(crate) fn try_take(&self, operation: Operation) -> bool {
+        self.bucket(operation).check().is_ok()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
 
     fn slow_quota(burst: u32) -> Quota {
@@ -127,19 +156,31 @@ mod tests {
     }
 
     #[test]
-    fn one_credential_shares_one_bucket() {
+    fn one_credential_shares_its_buckets() {
         let limiters = RateLimiters::new(slow_quota(2));
         let credential = Credential::new("oag_a").unwrap();
         let first = limiters.limiter_for(&credential);
         let second = limiters.limiter_for(&Credential::new("oag_a").unwrap());
-        assert!(first.same_bucket(&second));
-        assert!(first.0.check().is_ok());
-        assert!(second.0.check().is_ok());
+        assert!(first.same_buckets(&second));
+        assert!(first.try_take(Operation::Get));
+        assert!(second.try_take(Operation::Get));
         assert!(
-            first.0.check().is_err(),
+            !first.try_take(Operation::Get),
             "burst of 2 shared by both handles"
         );
         assert_eq!(limiters.len(), 1);
+    }
+
+    #[test]
+    fn each_endpoint_has_its_own_bucket() {
+        let limiters = RateLimiters::new(slow_quota(1));
+        let limiter = limiters.limiter_for(&Credential::new("oag_a").unwrap());
+        assert!(limiter.try_take(Operation::Deploy));
+        assert!(!limiter.try_take(Operation::Deploy));
+        assert!(
+            limiter.try_take(Operation::List),
+            "a burst of deploys leaves the list budget alone"
+        );
     }
 
     #[test]
@@ -147,10 +188,10 @@ mod tests {
         let limiters = RateLimiters::new(slow_quota(1));
         let a = limiters.limiter_for(&Credential::new("oag_a").unwrap());
         let b = limiters.limiter_for(&Credential::new("oag_b").unwrap());
-        assert!(!a.same_bucket(&b));
-        assert!(a.0.check().is_ok());
-        assert!(a.0.check().is_err());
-        assert!(b.0.check().is_ok());
+        assert!(!a.same_buckets(&b));
+        assert!(a.try_take(Operation::Get));
+        assert!(!a.try_take(Operation::Get));
+        assert!(b.try_take(Operation::Get));
         assert_eq!(limiters.len(), 2);
     }
 
@@ -158,11 +199,12 @@ mod tests {
     fn buckets_go_when_no_client_holds_them() {
         let limiters = RateLimiters::new(slow_quota(1));
         let a = limiters.limiter_for(&Credential::new("oag_a").unwrap());
+        assert!(a.try_take(Operation::Get));
         drop(a);
         assert!(limiters.is_empty());
         let again = limiters.limiter_for(&Credential::new("oag_a").unwrap());
         assert!(
-            again.0.check().is_ok(),
+            again.try_take(Operation::Get),
             "a fresh bucket after the old one went"
         );
     }
@@ -171,9 +213,9 @@ mod tests {
     async fn acquire_does_not_wait_within_the_burst() {
         let limiters = RateLimiters::new(slow_quota(2));
         let limiter = limiters.limiter_for(&Credential::new("oag_a").unwrap());
-        assert!(!limiter.acquire().await);
-        assert!(!limiter.acquire().await);
-        assert!(limiter.0.check().is_err());
+        assert_eq!(limiter.acquire(Operation::Get).await, Duration::ZERO);
+        assert_eq!(limiter.acquire(Operation::Get).await, Duration::ZERO);
+        assert!(!limiter.try_take(Operation::Get));
     }
 
     #[test]

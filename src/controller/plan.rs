@@ -9,11 +9,12 @@
 //! no id, a deploy may have happened unseen, so the step is to look for it, never to deploy
 //! again blindly.
 
+use super::index::{Key, Ownership};
 use crate::beeos::{Connectivity, DesiredStatus, Instance, InstanceStatus};
-use crate::crd::{DeletionPolicy, PowerState, UpdateStrategy};
+use crate::crd::{DeletionPolicy, ObservedInstance, PowerState, UpdateStrategy};
 
 /// What the reconcile driver saw of a resource and its instances.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Observation<'a> {
     /// `metadata.deletionTimestamp` is set.
     pub deleting: bool,
@@ -34,8 +35,14 @@ pub struct Observation<'a> {
     pub replacement: Slot<'a>,
     /// A replaced instance still to be destroyed.
     pub retiring: Slot<'a>,
-    /// Another resource already owns the current instance (an adoption that must not happen).
-    pub claimed_by_other: bool,
+    /// Who owns the instance `current` names.
+    pub ownership: Ownership,
+    /// The operator's bookkeeping (marks, spares, digests) was written for this resource, not
+    /// copied along with another resource's annotations.
+    pub bookkeeping_own: bool,
+    /// An instance another record (the claim, the status) names while `beeos.ai/instance-id` is
+    /// missing: it was lost, and must be restored rather than deployed again.
+    pub lost: Slot<'a>,
 }
 
 impl<'a> Observation<'a> {
@@ -56,6 +63,13 @@ impl<'a> Observation<'a> {
             Which::Retiring => &mut self.retiring,
         }
     }
+
+    /// Nothing was ever recorded for this resource: no instance, no mark, no spare.
+    fn untouched(&self) -> bool {
+        [self.current, self.replacement, self.retiring, self.lost]
+            .iter()
+            .all(|slot| slot.id.is_none() && !slot.deploy_started)
+    }
 }
 
 /// One instance slot of a resource, as recorded in its annotations and seen at BeeOS.
@@ -67,6 +81,9 @@ pub struct Slot<'a> {
     /// What the instance was (or is being) deployed with.
     pub digest: Option<&'a str>,
     pub remote: Remote<'a>,
+    /// The instance has been in transition (or running but not online) longer than the
+    /// operator waits.
+    pub stuck: bool,
 }
 
 /// The instance at BeeOS, as far as this reconcile knows.
@@ -77,12 +94,14 @@ pub enum Remote<'a> {
     NotLooked,
     /// BeeOS answered 404, or the instance is terminated.
     Gone,
+    /// BeeOS answered 403: it exists, but not for these credentials. Never "gone".
+    Forbidden,
     /// BeeOS reported it.
-    Found(&'a Instance),
+    Found(&'a ObservedInstance),
 }
 
 /// Which instance of a resource a step is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Which {
     Current,
     Replacement,
@@ -90,20 +109,25 @@ pub enum Which {
 }
 
 /// The one step the driver takes next.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
     /// `beeos.ai/paused` is set: no BeeOS calls.
     Paused,
-    /// Put the finalizer on before anything can be deployed.
+    /// Put the finalizer on before anything is claimed or changed at BeeOS.
     AddFinalizer,
-    /// Mark the slot as deploying, deploy, record the id.
+    /// Mark the slot as deploying (and put the finalizer on, if missing), deploy, record the id.
     Deploy(Which),
     /// The slot was marked but has no id: look for an instance deployed unseen, adopt it, or
     /// (after a grace period with nothing found) clear the mark.
     FindDeployed(Which),
-    /// Record the digest of an instance adopted through its annotation.
+    /// Record that this resource owns the instance its annotation names (set by hand, and held
+    /// by nobody else), with the digest it now counts as deployed with.
+    Claim,
+    /// Write `beeos.ai/instance-id` back from the record that still names the live instance.
+    RestoreId,
+    /// Record the digest of an instance claimed before digests were kept.
     RecordDigest,
-    /// Destroy an instance (deletion, or a retired one).
+    /// Destroy an instance (deletion, or a retired or unwanted one).
     Destroy(Which),
     /// Forget a slot whose instance is gone.
     Forget(Which),
@@ -114,12 +138,16 @@ pub enum Step {
     Start,
     Stop,
     Restart,
-    /// BeeOS is moving an instance between states; look again soon.
+    /// BeeOS is moving an instance between states; look again when it changes.
     AwaitTransition,
-    /// The recorded instance does not exist (or is not ours): a person must decide.
+    /// The recorded instance does not exist: a person must decide.
     InstanceGone,
     /// The recorded instance is owned by another resource: a person must decide.
-    InstanceClaimed,
+    InstanceClaimed(Key),
+    /// BeeOS refuses these credentials access to the instance (403): wrong credentials.
+    InstanceForbidden(Which),
+    /// An instance has been in transition longer than the operator waits.
+    TransitionTimeout(Which),
     /// Nothing (more) to clean up at BeeOS: let the resource go.
     RemoveFinalizer,
     /// Everything matches the spec (or the drift is left alone under OnDelete).
@@ -136,16 +164,29 @@ pub fn next_step(observation: &Observation<'_>) -> Step {
     if o.deleting {
         return deletion_step(o);
     }
+    if let Ownership::ClaimedBy(owner) = &o.ownership {
+        return Step::InstanceClaimed(owner.clone());
+    }
     if !o.has_finalizer {
-        return Step::AddFinalizer;
+        // A first deploy writes the finalizer with its mark, in one write.
+        return if o.untouched() {
+            Step::Deploy(Which::Current)
+        } else {
+            Step::AddFinalizer
+        };
+    }
+    if !o.bookkeeping_own {
+        // Copied from another resource: its marks and spares are not this resource's.
+        return Step::Claim;
     }
     // A replaced instance is billed until destroyed: clean it up first.
     if o.retiring.id.is_some() {
         match o.retiring.remote {
             Remote::Gone => return Step::Forget(Which::Retiring),
+            Remote::Forbidden => return Step::InstanceForbidden(Which::Retiring),
             Remote::Found(instance) if !being_destroyed(instance) => {
-                return if instance.is_transitioning() {
-                    Step::AwaitTransition
+                return if is_transitioning(instance) {
+                    await_or_timeout(o.retiring, Which::Retiring)
                 } else {
                     Step::Destroy(Which::Retiring)
                 };
@@ -160,20 +201,25 @@ pub fn next_step(observation: &Observation<'_>) -> Step {
             // Recreate: the old instance goes before the new one comes.
             return Step::AwaitTransition;
         }
-        return if o.current.deploy_started {
-            Step::FindDeployed(Which::Current)
-        } else {
-            Step::Deploy(Which::Current)
+        if o.current.deploy_started {
+            return Step::FindDeployed(Which::Current);
+        }
+        return match (o.lost.id, o.lost.remote) {
+            (Some(_), Remote::Found(instance)) if is_alive(instance) => Step::RestoreId,
+            (Some(_), Remote::Forbidden) => Step::InstanceForbidden(Which::Current),
+            (Some(_), Remote::NotLooked) => Step::AwaitTransition,
+            _ => Step::Deploy(Which::Current),
         };
     };
     let instance = match o.current.remote {
         Remote::Found(instance) => instance,
         Remote::Gone => return Step::InstanceGone,
+        Remote::Forbidden => return Step::InstanceForbidden(Which::Current),
         // The driver looks every recorded id up before planning.
         Remote::NotLooked => return Step::AwaitTransition,
     };
-    if o.claimed_by_other {
-        return Step::InstanceClaimed;
+    if o.ownership == Ownership::Free {
+        return Step::Claim;
     }
     let Some(digest) = o.current.digest else {
         return Step::RecordDigest;
@@ -189,23 +235,33 @@ pub fn next_step(observation: &Observation<'_>) -> Step {
     if drifted {
         match o.update_strategy {
             UpdateStrategy::Replace => return replace_step(o),
-            UpdateStrategy::Recreate if !instance.is_transitioning() => {
+            UpdateStrategy::Recreate if !is_transitioning(instance) => {
                 return Step::RetireForRecreate;
             }
-            UpdateStrategy::Recreate => return Step::AwaitTransition,
+            UpdateStrategy::Recreate => return await_or_timeout(o.current, Which::Current),
             UpdateStrategy::OnDelete => {}
         }
     }
-    if instance.is_transitioning() {
-        return Step::AwaitTransition;
+    if is_transitioning(instance) {
+        return await_or_timeout(o.current, Which::Current);
     }
-    match (o.power_state, instance.status.as_ref()) {
+    match (o.power_state, status(instance)) {
         (PowerState::Running, Some(InstanceStatus::Stopped)) => Step::Start,
         (PowerState::Stopped, Some(InstanceStatus::Running)) => Step::Stop,
         (PowerState::Running, Some(InstanceStatus::Running)) if o.restart_requested => {
             Step::Restart
         }
+        // Running but never online.
+        _ if o.current.stuck => Step::TransitionTimeout(Which::Current),
         _ => Step::Steady,
+    }
+}
+
+fn await_or_timeout(slot: Slot<'_>, which: Which) -> Step {
+    if slot.stuck {
+        Step::TransitionTimeout(which)
+    } else {
+        Step::AwaitTransition
     }
 }
 
@@ -221,7 +277,9 @@ fn replace_step(o: &Observation<'_>) -> Step {
     }
     match replacement.remote {
         Remote::Found(instance) if is_ready_to_serve(instance) => Step::PromoteReplacement,
-        Remote::Found(_) | Remote::NotLooked => Step::AwaitTransition,
+        Remote::Found(_) => await_or_timeout(*replacement, Which::Replacement),
+        Remote::NotLooked => Step::AwaitTransition,
+        Remote::Forbidden => Step::InstanceForbidden(Which::Replacement),
         // It vanished before it was promoted: forget it and deploy another.
         Remote::Gone => Step::Forget(Which::Replacement),
     }
@@ -233,26 +291,62 @@ fn unwanted_replacement_step(replacement: &Slot<'_>) -> Option<Step> {
             Some(Step::Destroy(Which::Replacement))
         }
         (Some(_), Remote::Gone) => Some(Step::Forget(Which::Replacement)),
+        (Some(_), Remote::Forbidden) => Some(Step::InstanceForbidden(Which::Replacement)),
         (None, _) if replacement.deploy_started => Some(Step::FindDeployed(Which::Replacement)),
         _ => None,
     }
 }
 
+/// Deleting: destroy what the resource owns — or, under `Orphan`, only the operator's own
+/// spares, leaving the current instance to the user — then let go. An instance the resource
+/// does not own (another resource's, or one the credentials may not touch) is never destroyed:
+/// a 403 stalls the deletion until the credentials are fixed, since the instance is not gone.
 fn deletion_step(o: &Observation<'_>) -> Step {
     if !o.has_finalizer {
         return Step::Steady;
     }
-    if o.deletion_policy == DeletionPolicy::Orphan {
-        return Step::RemoveFinalizer;
+    let orphan = o.deletion_policy == DeletionPolicy::Orphan;
+    let owns_current = match &o.ownership {
+        Ownership::Owned => true,
+        Ownership::Free => {
+            if !orphan && o.current.id.is_some() && matches!(o.current.remote, Remote::Found(_)) {
+                return Step::Claim;
+            }
+            false
+        }
+        Ownership::ClaimedBy(_) => false,
+    };
+    if !orphan && o.current.id.is_none() && !o.current.deploy_started && o.bookkeeping_own {
+        // The id annotation was lost but a record still names the live instance.
+        if let (Some(_), Remote::Found(instance)) = (o.lost.id, o.lost.remote)
+            && is_alive(instance)
+        {
+            return Step::RestoreId;
+        }
     }
     let mut waiting = false;
     for which in [Which::Retiring, Which::Replacement, Which::Current] {
         let slot = o.slot(which);
+        let owned = match which {
+            Which::Current => o.bookkeeping_own && (owns_current || slot.id.is_none()),
+            Which::Replacement | Which::Retiring => o.bookkeeping_own,
+        };
+        if !owned {
+            continue;
+        }
+        if which == Which::Current && orphan {
+            // The user's to keep; only a deploy in flight is looked for, so it is recorded.
+            if slot.id.is_none() && slot.deploy_started {
+                return Step::FindDeployed(which);
+            }
+            continue;
+        }
         match (slot.id, slot.remote) {
             (Some(_), Remote::Found(instance)) if being_destroyed(instance) => waiting = true,
-            (Some(_), Remote::Found(instance)) if instance.is_transitioning() => waiting = true,
+            (Some(_), Remote::Found(instance)) if is_transitioning(instance) => waiting = true,
             (Some(_), Remote::Found(_)) => return Step::Destroy(which),
             (Some(_), Remote::NotLooked) => waiting = true,
+            (Some(_), Remote::Forbidden) => return Step::InstanceForbidden(which),
             (Some(_), Remote::Gone) => {}
             // A deploy may have happened unseen: find it so it can be destroyed too.
             (None, _) if slot.deploy_started => return Step::FindDeployed(which),
@@ -266,14 +360,55 @@ fn deletion_step(o: &Observation<'_>) -> Step {
     }
 }
 
-fn being_destroyed(instance: &Instance) -> bool {
-    instance.desired_status == Some(DesiredStatus::Terminated)
+/// The instance's lifecycle state.
+pub fn status(instance: &ObservedInstance) -> Option<InstanceStatus> {
+    instance.status.as_deref().map(InstanceStatus::from)
+}
+
+fn desired(instance: &ObservedInstance) -> Option<DesiredStatus> {
+    instance.desired_status.as_deref().map(DesiredStatus::from)
+}
+
+/// BeeOS is moving the instance between states (or cannot say where it stands).
+pub fn is_transitioning(instance: &ObservedInstance) -> bool {
+    match (status(instance), desired(instance)) {
+        (Some(status), Some(desired)) => !status.matches(&desired),
+        _ => true,
+    }
+}
+
+fn being_destroyed(instance: &ObservedInstance) -> bool {
+    desired(instance) == Some(DesiredStatus::Terminated)
+}
+
+/// Exists and is not on its way out.
+fn is_alive(instance: &ObservedInstance) -> bool {
+    status(instance) != Some(InstanceStatus::Terminated) && !being_destroyed(instance)
 }
 
 /// Running and online: what a replacement must be before it takes over.
-pub fn is_ready_to_serve(instance: &Instance) -> bool {
-    instance.status == Some(InstanceStatus::Running)
-        && instance.connectivity == Some(Connectivity::Online)
+pub fn is_ready_to_serve(instance: &ObservedInstance) -> bool {
+    status(instance) == Some(InstanceStatus::Running)
+        && instance.connectivity.as_deref().map(Connectivity::from) == Some(Connectivity::Online)
+}
+
+/// Whether an instance in transition (or running but not online) has been so for longer than
+/// `limit`, judged by BeeOS's `statusEnteredAt` (else `createdAt`) against `now`.
+pub fn transition_exceeded(
+    instance: &ObservedInstance,
+    now: k8s_openapi::jiff::Timestamp,
+    limit: std::time::Duration,
+) -> bool {
+    let waiting = is_transitioning(instance)
+        || (status(instance) == Some(InstanceStatus::Running) && !is_ready_to_serve(instance));
+    let since = instance
+        .status_entered_at
+        .as_deref()
+        .or(instance.created_at.as_deref())
+        .and_then(|at| at.parse::<k8s_openapi::jiff::Timestamp>().ok());
+    let limit = k8s_openapi::jiff::SignedDuration::try_from(limit)
+        .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);
+    waiting && since.is_some_and(|since| now.duration_since(since) > limit)
 }
 
 /// What looking for an unseen deploy concluded.
@@ -289,13 +424,14 @@ pub enum Found {
     Nothing,
 }
 
-/// Picks among instances listed by name: exact name, created no earlier than the mark (less an
-/// allowance for clock skew), alive, and not recorded by any resource.
+/// Picks among instances listed by name: exact name (unique to the deploy, see
+/// `request::instance_name`), created no earlier than the mark (less an allowance for clock
+/// skew), alive, and not recorded by any resource.
 pub fn find_deployed<'a>(
     candidates: impl IntoIterator<Item = &'a Instance>,
     name: &str,
     not_before: k8s_openapi::jiff::Timestamp,
-    claimed: &[&str],
+    claimed: impl Fn(&str) -> bool,
     grace_over: bool,
 ) -> Found {
     let ids: Vec<String> = candidates
@@ -309,7 +445,7 @@ pub fn find_deployed<'a>(
                 // No createdAt (it is optional in the contract): it cannot be excluded.
                 .is_none_or(|created| created >= not_before)
         })
-        .filter(|instance| !claimed.contains(&instance.instance_id.as_str()))
+        .filter(|instance| !claimed(&instance.instance_id))
         .map(|instance| instance.instance_id.clone())
         .collect();
     match ids.len() {
@@ -324,13 +460,13 @@ pub fn find_deployed<'a>(
 mod tests {
     use super::*;
 
-    fn instance(status: InstanceStatus, desired: DesiredStatus) -> Instance {
-        Instance {
-            instance_id: "inst-1".into(),
-            status: Some(status),
-            desired_status: Some(desired),
-            connectivity: Some(Connectivity::Online),
-            ..Instance::default()
+    fn instance(status: &str, desired: &str) -> ObservedInstance {
+        ObservedInstance {
+            id: "inst-1".into(),
+            status: Some(status.into()),
+            desired_status: Some(desired.into()),
+            connectivity: Some("online".into()),
+            ..ObservedInstance::default()
         }
     }
 
@@ -340,10 +476,11 @@ mod tests {
             deploy_started: false,
             digest: Some("d1"),
             remote,
+            stuck: false,
         }
     }
 
-    fn observation<'a>(current: Remote<'a>) -> Observation<'a> {
+    fn observation(current: Remote<'_>) -> Observation<'_> {
         Observation {
             deleting: false,
             has_finalizer: true,
@@ -356,25 +493,42 @@ mod tests {
             current: slot("inst-1", current),
             replacement: Slot::default(),
             retiring: Slot::default(),
-            claimed_by_other: false,
+            ownership: Ownership::Owned,
+            bookkeeping_own: true,
+            lost: Slot::default(),
         }
     }
 
     fn fresh<'a>() -> Observation<'a> {
         Observation {
             current: Slot::default(),
+            ownership: Ownership::Free,
             ..observation(Remote::NotLooked)
         }
     }
 
+    fn other() -> Key {
+        Key {
+            namespace: "team-a".into(),
+            name: "original".into(),
+        }
+    }
+
     #[test]
-    fn finalizer_goes_on_before_the_first_deploy() {
+    fn a_first_deploy_goes_with_the_finalizer_and_anything_else_waits_for_it() {
         let o = Observation {
             has_finalizer: false,
             ..fresh()
         };
-        assert_eq!(next_step(&o), Step::AddFinalizer);
+        assert_eq!(next_step(&o), Step::Deploy(Which::Current));
         assert_eq!(next_step(&fresh()), Step::Deploy(Which::Current));
+        let running = instance("running", "running");
+        let adopting = Observation {
+            has_finalizer: false,
+            ownership: Ownership::Free,
+            ..observation(Remote::Found(&running))
+        };
+        assert_eq!(next_step(&adopting), Step::AddFinalizer);
     }
 
     #[test]
@@ -397,24 +551,26 @@ mod tests {
     }
 
     #[test]
-    fn transition_under_way_is_awaited_not_interrupted() {
-        let pending = instance(InstanceStatus::Provisioning, DesiredStatus::Running);
-        let o = Observation {
+    fn transition_under_way_is_awaited_not_interrupted_until_it_takes_too_long() {
+        let pending = instance("provisioning", "running");
+        let mut o = Observation {
             power_state: PowerState::Stopped,
             restart_requested: true,
             ..observation(Remote::Found(&pending))
         };
         assert_eq!(next_step(&o), Step::AwaitTransition);
+        o.current.stuck = true;
+        assert_eq!(next_step(&o), Step::TransitionTimeout(Which::Current));
     }
 
     #[test]
     fn power_state_maps_to_start_and_stop() {
-        let stopped = instance(InstanceStatus::Stopped, DesiredStatus::Stopped);
+        let stopped = instance("stopped", "stopped");
         assert_eq!(
             next_step(&observation(Remote::Found(&stopped))),
             Step::Start
         );
-        let running = instance(InstanceStatus::Running, DesiredStatus::Running);
+        let running = instance("running", "running");
         let o = Observation {
             power_state: PowerState::Stopped,
             ..observation(Remote::Found(&running))
@@ -428,13 +584,13 @@ mod tests {
 
     #[test]
     fn restart_only_when_running_and_asked() {
-        let running = instance(InstanceStatus::Running, DesiredStatus::Running);
+        let running = instance("running", "running");
         let o = Observation {
             restart_requested: true,
             ..observation(Remote::Found(&running))
         };
         assert_eq!(next_step(&o), Step::Restart);
-        let stopped = instance(InstanceStatus::Stopped, DesiredStatus::Stopped);
+        let stopped = instance("stopped", "stopped");
         let o = Observation {
             restart_requested: true,
             power_state: PowerState::Stopped,
@@ -444,27 +600,66 @@ mod tests {
     }
 
     #[test]
-    fn vanished_or_claimed_instance_is_reported_not_redeployed() {
+    fn vanished_claimed_or_forbidden_instances_are_reported_not_redeployed() {
         assert_eq!(next_step(&observation(Remote::Gone)), Step::InstanceGone);
-        let running = instance(InstanceStatus::Running, DesiredStatus::Running);
+        assert_eq!(
+            next_step(&observation(Remote::Forbidden)),
+            Step::InstanceForbidden(Which::Current)
+        );
+        let running = instance("running", "running");
         let o = Observation {
-            claimed_by_other: true,
+            ownership: Ownership::ClaimedBy(other()),
             ..observation(Remote::Found(&running))
         };
-        assert_eq!(next_step(&o), Step::InstanceClaimed);
+        assert_eq!(next_step(&o), Step::InstanceClaimed(other()));
     }
 
     #[test]
-    fn an_adopted_instance_gets_its_digest_recorded() {
-        let running = instance(InstanceStatus::Running, DesiredStatus::Running);
+    fn a_hand_set_id_is_claimed_once_it_is_seen_and_an_old_claim_gets_its_digest() {
+        let running = instance("running", "running");
+        let o = Observation {
+            ownership: Ownership::Free,
+            ..observation(Remote::Found(&running))
+        };
+        assert_eq!(next_step(&o), Step::Claim);
+        let o = Observation {
+            ownership: Ownership::Free,
+            ..observation(Remote::Gone)
+        };
+        assert_eq!(next_step(&o), Step::InstanceGone, "nothing to claim");
         let mut o = observation(Remote::Found(&running));
         o.current.digest = None;
         assert_eq!(next_step(&o), Step::RecordDigest);
     }
 
     #[test]
+    fn copied_bookkeeping_is_replaced_by_a_claim_of_its_own() {
+        let o = Observation {
+            bookkeeping_own: false,
+            ..fresh()
+        };
+        assert_eq!(next_step(&o), Step::Claim);
+    }
+
+    #[test]
+    fn a_lost_id_annotation_is_restored_while_the_instance_lives_never_redeployed() {
+        let running = instance("running", "running");
+        let mut o = fresh();
+        o.lost = slot("inst-1", Remote::Found(&running));
+        assert_eq!(next_step(&o), Step::RestoreId);
+        o.deleting = true;
+        assert_eq!(next_step(&o), Step::RestoreId, "deleting destroys it");
+        o.deleting = false;
+        let gone = instance("terminated", "terminated");
+        o.lost = slot("inst-1", Remote::Found(&gone));
+        assert_eq!(next_step(&o), Step::Deploy(Which::Current));
+        o.lost = slot("inst-1", Remote::Gone);
+        assert_eq!(next_step(&o), Step::Deploy(Which::Current));
+    }
+
+    #[test]
     fn drift_under_replace_deploys_waits_promotes_then_retires() {
-        let running = instance(InstanceStatus::Running, DesiredStatus::Running);
+        let running = instance("running", "running");
         let mut o = observation(Remote::Found(&running));
         o.desired_digest = Some("d2");
         assert_eq!(next_step(&o), Step::Deploy(Which::Replacement));
@@ -472,10 +667,12 @@ mod tests {
         o.replacement.deploy_started = true;
         assert_eq!(next_step(&o), Step::FindDeployed(Which::Replacement));
 
-        let provisioning = instance(InstanceStatus::Provisioning, DesiredStatus::Running);
+        let provisioning = instance("provisioning", "running");
         o.replacement = slot("inst-2", Remote::Found(&provisioning));
         assert_eq!(next_step(&o), Step::AwaitTransition);
-        let ready = instance(InstanceStatus::Running, DesiredStatus::Running);
+        o.replacement.stuck = true;
+        assert_eq!(next_step(&o), Step::TransitionTimeout(Which::Replacement));
+        let ready = instance("running", "running");
         o.replacement = slot("inst-2", Remote::Found(&ready));
         assert_eq!(next_step(&o), Step::PromoteReplacement);
         o.replacement = slot("inst-2", Remote::Gone);
@@ -493,8 +690,8 @@ mod tests {
 
     #[test]
     fn a_replacement_no_longer_wanted_is_destroyed_then_forgotten() {
-        let running = instance(InstanceStatus::Running, DesiredStatus::Running);
-        let provisioning = instance(InstanceStatus::Provisioning, DesiredStatus::Running);
+        let running = instance("running", "running");
+        let provisioning = instance("provisioning", "running");
         // The spec went back to what is deployed.
         let mut o = observation(Remote::Found(&running));
         o.replacement = slot("inst-2", Remote::Found(&provisioning));
@@ -516,14 +713,15 @@ mod tests {
 
     #[test]
     fn drift_under_recreate_retires_first_and_deploys_after_it_is_gone() {
-        let running = instance(InstanceStatus::Running, DesiredStatus::Running);
+        let running = instance("running", "running");
         let mut o = observation(Remote::Found(&running));
         o.desired_digest = Some("d2");
         o.update_strategy = UpdateStrategy::Recreate;
         assert_eq!(next_step(&o), Step::RetireForRecreate);
 
-        let terminating = instance(InstanceStatus::Running, DesiredStatus::Terminated);
+        let terminating = instance("running", "terminated");
         let mut retired = fresh();
+        retired.ownership = Ownership::Owned;
         retired.update_strategy = UpdateStrategy::Recreate;
         retired.retiring = slot("inst-1", Remote::Found(&terminating));
         assert_eq!(next_step(&retired), Step::AwaitTransition);
@@ -535,7 +733,7 @@ mod tests {
 
     #[test]
     fn drift_under_on_delete_changes_nothing() {
-        let running = instance(InstanceStatus::Running, DesiredStatus::Running);
+        let running = instance("running", "running");
         let mut o = observation(Remote::Found(&running));
         o.desired_digest = Some("d2");
         o.update_strategy = UpdateStrategy::OnDelete;
@@ -543,9 +741,19 @@ mod tests {
     }
 
     #[test]
+    fn running_but_never_online_stalls_after_the_limit() {
+        let mut offline = instance("running", "running");
+        offline.connectivity = Some("offline".into());
+        let mut o = observation(Remote::Found(&offline));
+        assert_eq!(next_step(&o), Step::Steady);
+        o.current.stuck = true;
+        assert_eq!(next_step(&o), Step::TransitionTimeout(Which::Current));
+    }
+
+    #[test]
     fn deletion_destroys_every_instance_then_lets_go() {
-        let running = instance(InstanceStatus::Running, DesiredStatus::Running);
-        let terminating = instance(InstanceStatus::Running, DesiredStatus::Terminated);
+        let running = instance("running", "running");
+        let terminating = instance("running", "terminated");
         let mut o = Observation {
             deleting: true,
             ..observation(Remote::Found(&running))
@@ -562,19 +770,79 @@ mod tests {
     }
 
     #[test]
-    fn orphan_policy_and_never_deployed_let_go_without_calls() {
-        let running = instance(InstanceStatus::Running, DesiredStatus::Running);
+    fn deleting_a_copy_destroys_nothing_it_does_not_own() {
+        let running = instance("running", "running");
+        let mut copy = Observation {
+            deleting: true,
+            ownership: Ownership::ClaimedBy(other()),
+            bookkeeping_own: false,
+            ..observation(Remote::Found(&running))
+        };
+        copy.replacement = slot("inst-2", Remote::Found(&running));
+        copy.retiring = Slot {
+            deploy_started: true,
+            ..Slot::default()
+        };
+        assert_eq!(next_step(&copy), Step::RemoveFinalizer);
+        // A hand-set id of another resource's instance, with bookkeeping of its own.
+        let pointing = Observation {
+            deleting: true,
+            ownership: Ownership::ClaimedBy(other()),
+            ..observation(Remote::Found(&running))
+        };
+        assert_eq!(next_step(&pointing), Step::RemoveFinalizer);
+    }
+
+    #[test]
+    fn deleting_with_foreign_credentials_stalls_instead_of_letting_go() {
         let o = Observation {
+            deleting: true,
+            ..observation(Remote::Forbidden)
+        };
+        assert_eq!(next_step(&o), Step::InstanceForbidden(Which::Current));
+    }
+
+    #[test]
+    fn orphan_keeps_only_the_current_instance_and_destroys_the_spares_first() {
+        let running = instance("running", "running");
+        let mut o = Observation {
             deleting: true,
             deletion_policy: DeletionPolicy::Orphan,
             ..observation(Remote::Found(&running))
         };
+        o.replacement = slot("inst-2", Remote::Found(&running));
+        o.retiring = slot("inst-0", Remote::Found(&running));
+        assert_eq!(next_step(&o), Step::Destroy(Which::Retiring));
+        o.retiring = slot("inst-0", Remote::Gone);
+        assert_eq!(next_step(&o), Step::Destroy(Which::Replacement));
+        o.replacement = Slot {
+            deploy_started: true,
+            ..Slot::default()
+        };
+        assert_eq!(next_step(&o), Step::FindDeployed(Which::Replacement));
+        o.replacement = Slot::default();
         assert_eq!(next_step(&o), Step::RemoveFinalizer);
-        let o = Observation {
+        let never = Observation {
             deleting: true,
             ..fresh()
         };
-        assert_eq!(next_step(&o), Step::RemoveFinalizer);
+        assert_eq!(next_step(&never), Step::RemoveFinalizer);
+    }
+
+    #[test]
+    fn an_instance_stuck_since_statusenteredat_beyond_the_limit_is_exceeded() {
+        let now: k8s_openapi::jiff::Timestamp = "2026-11-29T11:00:00Z".parse().expect("valid");
+        let limit = std::time::Duration::from_secs(15 * 60);
+        let mut provisioning = instance("provisioning", "running");
+        provisioning.status_entered_at = Some("2026-11-29T10:50:00Z".into());
+        assert!(!transition_exceeded(&provisioning, now, limit));
+        provisioning.status_entered_at = Some("2026-11-29T10:40:00Z".into());
+        assert!(transition_exceeded(&provisioning, now, limit));
+        let mut settled = instance("running", "running");
+        settled.status_entered_at = Some("2026-11-29T08:00:00Z".into());
+        assert!(!transition_exceeded(&settled, now, limit));
+        settled.connectivity = Some("offline".into());
+        assert!(transition_exceeded(&settled, now, limit));
     }
 
     fn listed(id: &str, name: &str, created_at: &str, status: InstanceStatus) -> Instance {
@@ -623,19 +891,19 @@ mod tests {
             ),
         ];
         assert_eq!(
-            find_deployed(&candidates, "agent", mark, &["e"], false),
+            find_deployed(&candidates, "agent", mark, |id| id == "e", false),
             Found::One("a".into())
         );
         assert_eq!(
-            find_deployed(&candidates, "agent", mark, &[], false),
+            find_deployed(&candidates, "agent", mark, |_| false, false),
             Found::Several(vec!["a".into(), "e".into()])
         );
         assert_eq!(
-            find_deployed(&candidates, "other", mark, &[], false),
+            find_deployed(&candidates, "other", mark, |_| false, false),
             Found::NothingYet
         );
         assert_eq!(
-            find_deployed(&candidates, "other", mark, &[], true),
+            find_deployed(&candidates, "other", mark, |_| false, true),
             Found::Nothing
         );
     }

@@ -1,19 +1,51 @@
 //! The one translation from a `BeeosInstance` spec to a BeeOS deploy request: the spec's
-//! fields, Secret values injected at their paths, and the digest that tells whether a deployed
-//! instance is up to date. Pure; the driver reads the Secrets.
+//! fields, Secret values injected at their paths, the name the instance gets at BeeOS, and the
+//! digest that tells whether a deployed instance is up to date. Pure; the driver reads the
+//! Secrets.
 
 use serde_json::{Map, Value};
 
 use crate::beeos::DeployRequest;
 use crate::crd::BeeosInstanceSpec;
 
+/// Longest instance name BeeOS accepts.
+const MAX_NAME_CHARS: usize = 128;
+
+/// Characters of the per-deploy suffix (hex of a SHA-256).
+const SUFFIX_CHARS: usize = 8;
+
+/// The name an instance gets at BeeOS: the display name (`spec.name`, else the resource's
+/// name), cut to fit, then `-` and 8 hex characters derived from the resource's uid and the
+/// deploy's pending mark. No two deploys, of one resource or of two, share a name, so the
+/// search for a deploy whose answer was lost can only ever find that very deploy — never
+/// another namespace's instance with the same display name, nor an earlier attempt of this
+/// resource that a newer one superseded.
+pub fn instance_name(display_name: &str, resource_uid: &str, mark: &str) -> String {
+    let hash = ring::digest::digest(
+        &ring::digest::SHA256,
+        format!("{resource_uid}\n{mark}").as_bytes(),
+    );
+    let suffix: String = hash.as_ref()[..SUFFIX_CHARS / 2]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let room = MAX_NAME_CHARS - SUFFIX_CHARS - 1;
+    let display: String = display_name.chars().take(room).collect();
+    format!("{display}-{suffix}")
+}
+
+/// What the instance is called before its suffix: `spec.name`, else the resource's name.
+pub fn display_name(spec: &BeeosInstanceSpec, resource_name: &str) -> String {
+    spec.name
+        .clone()
+        .unwrap_or_else(|| resource_name.to_owned())
+}
+
 /// The deploy body for `spec`; `resource_name` is the display name when `spec.name` is unset.
+/// The digest is taken of this body; the name sent is [`instance_name`].
 pub fn deploy_request(spec: &BeeosInstanceSpec, resource_name: &str) -> DeployRequest {
     DeployRequest {
-        name: spec
-            .name
-            .clone()
-            .unwrap_or_else(|| resource_name.to_owned()),
+        name: display_name(spec, resource_name),
         variant_id: spec.variant_id.clone(),
         agent_framework: spec.agent_framework.clone(),
         provider_id: spec.provider_id.clone(),
@@ -129,6 +161,20 @@ mod tests {
             ..spec
         };
         assert_eq!(deploy_request(&named, "agent-a").name, "shown-name");
+    }
+
+    #[test]
+    fn instance_names_are_unique_per_resource_and_deploy_and_fit_beeos() {
+        let a = instance_name("agent", "uid-a", "2026-12-01T10:00:00Z");
+        assert!(
+            a.starts_with("agent-") && a.len() == "agent-".len() + 8,
+            "{a}"
+        );
+        assert_eq!(a, instance_name("agent", "uid-a", "2026-12-01T10:00:00Z"));
+        assert_ne!(a, instance_name("agent", "uid-b", "2026-12-01T10:00:00Z"));
+        assert_ne!(a, instance_name("agent", "uid-a", "2026-12-01T10:00:01Z"));
+        let long = instance_name(&"x".repeat(200), "uid-a", "m");
+        assert_eq!(long.chars().count(), MAX_NAME_CHARS);
     }
 
     #[test]

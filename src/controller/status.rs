@@ -12,6 +12,9 @@ use super::plan::Step;
 use crate::beeos::{Connectivity, Instance, InstanceStatus};
 use crate::crd::{BeeosInstanceStatus, ObservedInstance, PowerState, condition, reason};
 
+const PAUSED_MESSAGE: &str = "beeos.ai/paused is \"true\": the operator makes no BeeOS calls and \
+                              changes nothing until the annotation is removed";
+
 /// Something that kept the last reconcile from succeeding.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Problem {
@@ -111,11 +114,7 @@ pub fn desired_status(
              nothing changes until the resource is deleted and created again"
                 .to_owned(),
         ),
-        None if input.step == Step::Paused => (
-            false,
-            reason::PAUSED,
-            "beeos.ai/paused is \"true\": no BeeOS calls are made".to_owned(),
-        ),
+        None if input.step == Step::Paused => (false, reason::PAUSED, PAUSED_MESSAGE.to_owned()),
         None => (true, reason::SYNCED, String::new()),
         Some(Problem::NeedsAction { reason, message } | Problem::Retrying { reason, message }) => {
             (false, *reason, message.clone())
@@ -162,6 +161,11 @@ pub fn desired_status(
 fn ready_condition(input: &StatusInput<'_>) -> (bool, &'static str, String) {
     if let Some(Problem::NeedsAction { reason, message }) = input.problem {
         return (false, reason, message.clone());
+    }
+    if input.step == Step::Paused {
+        // Nothing happens while paused, so nothing may read as progressing: kstatus and Argo CD
+        // must not wait for a deploy or a stop that will not come.
+        return (false, reason::PAUSED, PAUSED_MESSAGE.into());
     }
     if input.deleting {
         return (
@@ -409,6 +413,26 @@ mod tests {
             condition(&ready, condition::STALLED).last_transition_time,
             now(1)
         );
+    }
+
+    #[test]
+    fn paused_says_so_and_is_neither_progressing_nor_stalled() {
+        for instance in [None, Some(running_online())] {
+            let mut paused = input(instance);
+            paused.step = Step::Paused;
+            paused.power_state = PowerState::Stopped;
+            let status = desired_status(None, &paused, &now(1));
+            let ready = condition(&status, condition::READY);
+            assert_eq!(
+                (ready.status.as_str(), ready.reason.as_str()),
+                ("False", reason::PAUSED)
+            );
+            assert!(ready.message.contains("paused"), "{}", ready.message);
+            assert_eq!(condition(&status, condition::RECONCILING).status, "False");
+            assert_eq!(condition(&status, condition::STALLED).status, "False");
+            assert_eq!(condition(&status, condition::SYNCED).reason, reason::PAUSED);
+            assert_eq!(status.observed_generation, Some(3));
+        }
     }
 
     #[test]
