@@ -17,6 +17,8 @@ mod secrets;
 mod status;
 
 #[cfg(test)]
+mod driver_tests;
+#[cfg(test)]
 mod fixtures;
 
 use std::collections::{HashMap, HashSet};

@@ -286,7 +286,6 @@ impl<'a> Driver<'a> {
             Ok(beeos) => beeos,
             Err(problem) => return self.finish(Step::Steady, Some(problem), Update::None).await,
         };
-        self.account = Some(self.ctx.fleet.account(&beeos, &self.key));
         let request = if deleting {
             None
         } else {
@@ -297,6 +296,8 @@ impl<'a> Driver<'a> {
                 }
             }
         };
+        // Only a resource that can act keeps its account polled (a missing Secret costs no call).
+        self.account = Some(self.ctx.fleet.account(&beeos, &self.key));
         let desired_digest = request.as_ref().map(digest);
         observation.desired_digest = desired_digest.as_deref();
         // Known from annotations alone, so a failed lookup below reports it too.
