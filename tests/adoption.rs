@@ -57,9 +57,19 @@ async fn unknown_or_foreign_instance_id_stalls_with_a_clear_reason() -> Result<(
         .await?;
     env.apply(adopting("foreign", &foreign)?).await?;
     for (name, id, expected_reason, says) in [
-        ("missing", "inst_does_not_exist", reason::INSTANCE_GONE, "does not exist"),
+        (
+            "missing",
+            "inst_does_not_exist",
+            reason::INSTANCE_GONE,
+            "does not exist",
+        ),
         // BeeOS answers 403 for another account's instance: it is not "gone".
-        ("foreign", foreign.as_str(), reason::INSTANCE_FORBIDDEN, "another BeeOS account"),
+        (
+            "foreign",
+            foreign.as_str(),
+            reason::INSTANCE_FORBIDDEN,
+            "another BeeOS account",
+        ),
     ] {
         let stalled = env
             .wait_for(name, "Stalled", |r| {

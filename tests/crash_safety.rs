@@ -3,62 +3,16 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::Result;
 use beeos_operator::crd::reason;
 use kube::api::DeleteParams;
-use serde_json::{Value, json};
-use support::{Env, catalog_instance, instance_id, is_ready};
-
-/// Every resource owns exactly one alive instance, no alive instance is unowned, and (unless
-/// `duplicates_allowed`) nothing was ever deployed twice for a name.
-async fn assert_exactly_one_instance_each(env: &Env, names: &[String]) -> Result<()> {
-    let mut owned = BTreeMap::new();
-    for name in names {
-        let resource = env.api().get(name).await?;
-        let id = instance_id(&resource).with_context(|| format!("{name} has no instance id"))?;
-        ensure!(
-            owned.insert(id.clone(), name.clone()).is_none(),
-            "{id} owned twice"
-        );
-    }
-    let table = env.sim_instances().await?;
-    let alive: Vec<&Value> = table
-        .iter()
-        .filter(|i| i["status"] != "terminated" && i["desiredStatus"] != "terminated")
-        .collect();
-    for instance in &alive {
-        let id = instance["id"].as_str().unwrap_or_default();
-        ensure!(
-            owned.contains_key(id),
-            "instance {id} ({}) is alive but no resource owns it",
-            instance["name"]
-        );
-    }
-    ensure!(
-        alive.len() == names.len(),
-        "{} alive instances for {} resources",
-        alive.len(),
-        names.len()
-    );
-    Ok(())
-}
-
-async fn events_with_reason(env: &Env, reason: &str) -> Result<usize> {
-    let events = kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(
-        env.client.clone(),
-        &env.namespace,
-    )
-    .list(&Default::default())
-    .await?;
-    Ok(events
-        .items
-        .iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .count())
-}
+use serde_json::json;
+use support::{
+    Env, assert_exactly_one_instance_each, catalog_instance, events_with_reason, instance_id,
+    is_ready,
+};
 
 #[tokio::test]
 async fn lost_deploy_answer_with_the_operator_killed_is_adopted_not_repeated() -> Result<()> {

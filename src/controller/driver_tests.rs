@@ -25,7 +25,10 @@ fn alive(table: &[Value]) -> Vec<&Value> {
 
 /// The digest a resource's instance has when it was deployed with the current spec.
 fn up_to_date_digest(resource: &crate::crd::BeeosInstance) -> String {
-    super::request::digest(&super::request::deploy_request(&resource.spec, &resource.name_any()))
+    super::request::digest(&super::request::deploy_request(
+        &resource.spec,
+        &resource.name_any(),
+    ))
 }
 
 fn stalled_reason(resource: &crate::crd::BeeosInstance) -> Option<String> {
@@ -40,7 +43,12 @@ fn stalled_reason(resource: &crate::crd::BeeosInstance) -> Option<String> {
 
 #[tokio::test]
 async fn a_first_reconcile_marks_with_its_finalizer_deploys_once_and_records_behind_a_fence() {
-    let fixture = Fixture::new(&resource("agent"), intervals(GRACE), ClientOptions::default()).await;
+    let fixture = Fixture::new(
+        &resource("agent"),
+        intervals(GRACE),
+        ClientOptions::default(),
+    )
+    .await;
     fixture.reconcile().await;
 
     let writes: Vec<_> = fixture
@@ -65,21 +73,52 @@ async fn a_first_reconcile_marks_with_its_finalizer_deploys_once_and_records_beh
     assert_eq!(table.len(), 1);
     let stored = fixture.api.resource();
     assert_eq!(
-        stored.annotations().get(INSTANCE_ID_ANNOTATION).map(String::as_str),
+        stored
+            .annotations()
+            .get(INSTANCE_ID_ANNOTATION)
+            .map(String::as_str),
         table[0]["id"].as_str()
     );
-    assert!(!stored.annotations().contains_key(DEPLOY_STARTED_AT_ANNOTATION));
-    let claim = stored.annotations().get(CLAIM_ANNOTATION).cloned().unwrap_or_default();
-    assert_eq!(claim, format!("{NAMESPACE}/agent/{}", table[0]["id"].as_str().unwrap_or_default()));
+    assert!(
+        !stored
+            .annotations()
+            .contains_key(DEPLOY_STARTED_AT_ANNOTATION)
+    );
+    let claim = stored
+        .annotations()
+        .get(CLAIM_ANNOTATION)
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        claim,
+        format!(
+            "{NAMESPACE}/agent/{}",
+            table[0]["id"].as_str().unwrap_or_default()
+        )
+    );
     let name = table[0]["name"].as_str().unwrap_or_default();
-    assert!(name.starts_with("agent-") && name.len() == "agent-".len() + 8, "{name}");
+    assert!(
+        name.starts_with("agent-") && name.len() == "agent-".len() + 8,
+        "{name}"
+    );
     // The status waits for the first poll of the new instance: no write yet.
-    assert!(fixture.api.requests().iter().all(|r| !r.path.ends_with("/status")));
+    assert!(
+        fixture
+            .api
+            .requests()
+            .iter()
+            .all(|r| !r.path.ends_with("/status"))
+    );
 }
 
 #[tokio::test]
 async fn a_mark_write_that_conflicts_sends_no_deploy() {
-    let fixture = Fixture::new(&resource("agent"), intervals(GRACE), ClientOptions::default()).await;
+    let fixture = Fixture::new(
+        &resource("agent"),
+        intervals(GRACE),
+        ClientOptions::default(),
+    )
+    .await;
     fixture.api.fail_next_metadata_patch(409);
     fixture.reconcile().await;
     assert_eq!(fixture.calls("deploy").await, 0);
@@ -94,7 +133,12 @@ async fn a_mark_write_that_conflicts_sends_no_deploy() {
 
 #[tokio::test]
 async fn a_process_fenced_out_after_its_deploy_destroys_what_it_deployed() {
-    let fixture = Fixture::new(&resource("agent"), intervals(GRACE), ClientOptions::default()).await;
+    let fixture = Fixture::new(
+        &resource("agent"),
+        intervals(GRACE),
+        ClientOptions::default(),
+    )
+    .await;
     // While the deploy is in flight, another process gives up on this mark and marks anew.
     fixture.api.before_json_patch(|resource| {
         resource["metadata"]["annotations"][DEPLOY_STARTED_AT_ANNOTATION] =
@@ -108,7 +152,10 @@ async fn a_process_fenced_out_after_its_deploy_destroys_what_it_deployed() {
         "a fenced-out process records nothing"
     );
     assert_eq!(
-        stored.annotations().get(DEPLOY_STARTED_AT_ANNOTATION).map(String::as_str),
+        stored
+            .annotations()
+            .get(DEPLOY_STARTED_AT_ANNOTATION)
+            .map(String::as_str),
         Some("2026-12-01T12:00:00.000000001Z"),
         "the other process's mark stays"
     );
@@ -130,7 +177,12 @@ async fn a_deploy_stalled_in_the_rate_limit_past_half_the_grace_is_never_sent() 
         ..ClientOptions::default()
     };
     // Half of this grace is well inside the one-second wait the rate limit will impose.
-    let fixture = Fixture::new(&resource("agent"), intervals(Duration::from_millis(400)), options.clone()).await;
+    let fixture = Fixture::new(
+        &resource("agent"),
+        intervals(Duration::from_millis(400)),
+        options.clone(),
+    )
+    .await;
     let same_bucket = crate::beeos::BeeosClient::new(
         &fixture.sim.base_url(),
         crate::beeos::Credential::new(TOKEN).expect("valid"),
@@ -147,10 +199,16 @@ async fn a_deploy_stalled_in_the_rate_limit_past_half_the_grace_is_never_sent() 
         .expect("deploys");
 
     fixture.reconcile().await;
-    assert_eq!(fixture.calls("deploy").await, 1, "only the deploy that used up the bucket");
+    assert_eq!(
+        fixture.calls("deploy").await,
+        1,
+        "only the deploy that used up the bucket"
+    );
     let stored = fixture.api.resource();
     assert!(
-        !stored.annotations().contains_key(DEPLOY_STARTED_AT_ANNOTATION),
+        !stored
+            .annotations()
+            .contains_key(DEPLOY_STARTED_AT_ANNOTATION),
         "the mark is cleared: nothing was sent, the next attempt need not look"
     );
 }
@@ -160,11 +218,17 @@ async fn deleting_a_copy_calls_beeos_never_and_only_lets_go_of_its_finalizer() {
     let original = resource("original")
         .finalized()
         .annotated(INSTANCE_ID_ANNOTATION, "inst_original")
-        .annotated(CLAIM_ANNOTATION, &format!("{NAMESPACE}/original/inst_original"));
+        .annotated(
+            CLAIM_ANNOTATION,
+            &format!("{NAMESPACE}/original/inst_original"),
+        );
     let copy = resource("copy")
         .finalized()
         .annotated(INSTANCE_ID_ANNOTATION, "inst_original")
-        .annotated(CLAIM_ANNOTATION, &format!("{NAMESPACE}/original/inst_original"))
+        .annotated(
+            CLAIM_ANNOTATION,
+            &format!("{NAMESPACE}/original/inst_original"),
+        )
         .deleting();
     let fixture = Fixture::new(&copy, intervals(GRACE), ClientOptions::default()).await;
     fixture.watched(&original);
@@ -177,7 +241,10 @@ async fn deleting_a_copy_calls_beeos_never_and_only_lets_go_of_its_finalizer() {
     .await
     .into_iter()
     .sum();
-    assert_eq!(calls, 0, "no BeeOS call for an instance the copy does not own");
+    assert_eq!(
+        calls, 0,
+        "no BeeOS call for an instance the copy does not own"
+    );
     assert!(fixture.api.resource().finalizers().is_empty());
 }
 
@@ -196,9 +263,19 @@ async fn another_accounts_instance_stalls_and_holds_the_deletion_instead_of_coun
     fixture.reconcile().await;
 
     let stored = fixture.api.resource();
-    assert_eq!(stalled_reason(&stored).as_deref(), Some(reason::INSTANCE_FORBIDDEN));
-    assert!(stored.finalizers().contains(&FINALIZER.to_owned()), "not let go");
-    assert_eq!(alive(&fixture.table().await).len(), 1, "the instance lives on");
+    assert_eq!(
+        stalled_reason(&stored).as_deref(),
+        Some(reason::INSTANCE_FORBIDDEN)
+    );
+    assert!(
+        stored.finalizers().contains(&FINALIZER.to_owned()),
+        "not let go"
+    );
+    assert_eq!(
+        alive(&fixture.table().await).len(),
+        1,
+        "the instance lives on"
+    );
 }
 
 #[tokio::test]
@@ -214,10 +291,18 @@ async fn a_lost_id_annotation_is_restored_from_the_claim_and_nothing_is_deployed
     fixture.reconcile().await;
 
     assert_eq!(
-        fixture.api.resource().annotations().get(INSTANCE_ID_ANNOTATION),
+        fixture
+            .api
+            .resource()
+            .annotations()
+            .get(INSTANCE_ID_ANNOTATION),
         Some(&id)
     );
-    assert_eq!(fixture.calls("deploy").await, 1, "only the instance that was there");
+    assert_eq!(
+        fixture.calls("deploy").await,
+        1,
+        "only the instance that was there"
+    );
 }
 
 #[tokio::test]
@@ -227,12 +312,20 @@ async fn a_credentials_secret_is_labelled_and_protected_before_the_first_deploy(
         name: "beeos-token".into(),
         key: None,
     });
-    let fixture = Fixture::new(&with_credentials, intervals(GRACE), ClientOptions::default()).await;
+    let fixture = Fixture::new(
+        &with_credentials,
+        intervals(GRACE),
+        ClientOptions::default(),
+    )
+    .await;
     fixture.api.put_secret("beeos-token", &[("token", TOKEN)]);
     fixture.reconcile().await;
 
     let secret = fixture.api.secret("beeos-token").expect("the Secret");
-    assert_eq!(secret["metadata"]["labels"][SECRET_REFERENCED_LABEL], "true");
+    assert_eq!(
+        secret["metadata"]["labels"][SECRET_REFERENCED_LABEL],
+        "true"
+    );
     assert_eq!(
         secret["metadata"]["finalizers"],
         serde_json::json!([SECRET_IN_USE_FINALIZER])
@@ -242,7 +335,10 @@ async fn a_credentials_secret_is_labelled_and_protected_before_the_first_deploy(
         .iter()
         .position(|r| r.path.contains("/secrets/") && r.method == http::Method::PATCH);
     let marked_at = requests.iter().position(|r| r.is_metadata_patch());
-    assert!(protected_at < marked_at, "protected before the deploy is marked");
+    assert!(
+        protected_at < marked_at,
+        "protected before the deploy is marked"
+    );
     assert_eq!(fixture.calls("deploy").await, 1);
 }
 
@@ -263,7 +359,10 @@ async fn an_instance_stuck_in_transition_past_the_limit_stalls_with_a_reason() {
         .finalized()
         .annotated(INSTANCE_ID_ANNOTATION, &id)
         .annotated(CLAIM_ANNOTATION, &format!("{NAMESPACE}/agent/{id}"))
-        .annotated(crate::crd::DEPLOYED_DIGEST_ANNOTATION, &up_to_date_digest(&placeholder));
+        .annotated(
+            crate::crd::DEPLOYED_DIGEST_ANNOTATION,
+            &up_to_date_digest(&placeholder),
+        );
     fixture.api.set_resource(&adopted);
     fixture.watched(&adopted);
     // The instance must have been in its state for longer than zero.
@@ -281,7 +380,12 @@ async fn an_instance_stuck_in_transition_past_the_limit_stalls_with_a_reason() {
 
 #[tokio::test]
 async fn kubernetes_errors_back_off_instead_of_retrying_every_second() {
-    let fixture = Fixture::new(&resource("agent"), intervals(GRACE), ClientOptions::default()).await;
+    let fixture = Fixture::new(
+        &resource("agent"),
+        intervals(GRACE),
+        ClientOptions::default(),
+    )
+    .await;
     let object = std::sync::Arc::new(fixture.api.resource());
     let forbidden = crate::error::Error::WriteStatus(kube::Error::Api(
         kube::core::Status::failure("forbidden", "Forbidden")
@@ -292,8 +396,12 @@ async fn kubernetes_errors_back_off_instead_of_retrying_every_second() {
         super::reconcile::error_policy(object.clone(), &forbidden, fixture.context.clone());
     }
     // Each failure doubled the wait: the fifth is at least 2^4 times the first.
-    let fifth = fixture
-        .context
-        .backoff(kube::runtime::reflector::ObjectRef::from_obj(&*object), None);
-    assert!(fifth >= fixture.context.intervals.min_backoff * 16, "{fifth:?}");
+    let fifth = fixture.context.backoff(
+        kube::runtime::reflector::ObjectRef::from_obj(&*object),
+        None,
+    );
+    assert!(
+        fifth >= fixture.context.intervals.min_backoff * 16,
+        "{fifth:?}"
+    );
 }

@@ -40,9 +40,10 @@ pub fn resource(name: &str) -> BeeosInstance {
     resource.metadata.uid = Some(format!("uid-{name}"));
     resource.metadata.generation = Some(1);
     resource.metadata.resource_version = Some("1".into());
-    resource.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-        "2026-12-01T10:00:00Z".parse().expect("a valid timestamp"),
-    ));
+    resource.metadata.creation_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-12-01T10:00:00Z".parse().expect("a valid timestamp"),
+        ));
     resource
 }
 
@@ -71,9 +72,10 @@ impl Build for BeeosInstance {
     }
 
     fn deleting(mut self) -> Self {
-        self.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            "2026-12-01T11:00:00Z".parse().expect("a valid timestamp"),
-        ));
+        self.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                "2026-12-01T11:00:00Z".parse().expect("a valid timestamp"),
+            ));
         self
     }
 }
@@ -235,8 +237,7 @@ impl FakeApiServer {
                     let version = state.version.to_string();
                     state.resource["metadata"]["resourceVersion"] = json!(version);
                 }
-                let patch: json_patch::Patch = match serde_json::from_value(recorded.body.clone())
-                {
+                let patch: json_patch::Patch = match serde_json::from_value(recorded.body.clone()) {
                     Ok(patch) => patch,
                     Err(err) => return status_error(400, "BadRequest", &err.to_string()),
                 };
@@ -299,7 +300,11 @@ pub fn intervals(deploy_grace: Duration) -> Intervals {
 impl Fixture {
     /// A fixture whose stored resource is `resource`; the operator's default credential is
     /// [`TOKEN`] (owner `team-a`; [`OTHER_TOKEN`] is owner `team-b`).
-    pub async fn new(resource: &BeeosInstance, intervals: Intervals, options: ClientOptions) -> Fixture {
+    pub async fn new(
+        resource: &BeeosInstance,
+        intervals: Intervals,
+        options: ClientOptions,
+    ) -> Fixture {
         let sim = beeos_sim::Simulator::start(
             beeos_sim::SimConfig::default()
                 .with_token(TOKEN, "team-a")

@@ -498,6 +498,7 @@ impl Shared {
         let naming = self.resources.naming(id);
         let seen = Seen::of(instance);
         let now = Instant::now();
+        tracing::trace!(instance_id = %id, status = ?seen.observed.status, named = naming.len(), "observed");
         let (changed, wake_anyway) = {
             let mut state = account.state();
             if naming.is_empty() {
@@ -510,7 +511,9 @@ impl Shared {
             if state.mutated.get(id).is_some_and(|at| *at > polled_at) {
                 return;
             }
-            let changed = state.instances.get(id) != Some(&seen);
+            // Counters that move on their own (run seconds) are no change worth a reconcile.
+            let changed =
+                state.instances.get(id).map(|cached| &cached.observed) != Some(&seen.observed);
             let mut wake_anyway = false;
             if needs_watching(&seen.observed) {
                 let hot = state.hot.entry(id.clone()).or_insert(Hot {
@@ -528,7 +531,10 @@ impl Shared {
             (changed, wake_anyway)
         };
         for key in naming {
-            if changed || wake_anyway || self.resources.status_differs(&key, &seen.observed) {
+            let stale =
+                !changed && !wake_anyway && self.resources.status_differs(&key, &seen.observed);
+            if changed || wake_anyway || stale {
+                tracing::debug!(instance_id = %id, resource = %key, changed, wake_anyway, stale, "waking");
                 let _ = self.wake.send(key.object_ref());
             }
         }

@@ -468,7 +468,13 @@ fn user_annotations(resource: &BeeosInstance) -> Option<u64> {
             !(key.as_str() == INSTANCE_ID_ANNOTATION && Some(*value) == recorded.as_ref())
         })
         .for_each(|entry| entry.hash(&mut hasher));
-    let lost = recorded.is_some() && !annotations.contains_key(INSTANCE_ID_ANNOTATION);
+    let mirrored = resource
+        .status
+        .as_ref()
+        .and_then(|s| s.instance.as_ref())
+        .is_some_and(|i| !i.id.is_empty());
+    let lost =
+        (recorded.is_some() || mirrored) && !annotations.contains_key(INSTANCE_ID_ANNOTATION);
     lost.hash(&mut hasher);
     Some(hasher.finish())
 }

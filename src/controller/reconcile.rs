@@ -341,7 +341,7 @@ impl<'a> Driver<'a> {
         }
 
         let step = next_step(&observation);
-        tracing::debug!(?step, ?update, "planned");
+        tracing::debug!(?step, ?update, current = ?observation.current, replacement = ?observation.replacement, retiring = ?observation.retiring, "planned");
         let outcome = self
             .take_step(&step, &observation, &beeos, request.as_ref(), restart_value)
             .await;

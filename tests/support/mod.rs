@@ -154,11 +154,22 @@ impl Env {
             &[
                 ("KUBECONFIG", &kubeconfig.display().to_string()),
                 ("BEEOS_TOKEN", TEAM_A_TOKEN),
-                ("RUST_LOG", "info,beeos_operator=debug"),
+                (
+                    "RUST_LOG",
+                    "info,beeos_operator=debug,beeos_operator::controller::fleet=trace",
+                ),
             ],
             &self.operator_log_path(),
             None,
         )
+    }
+
+    /// Sends signal `name` (`STOP`, `CONT`, …) to the operator.
+    pub fn signal_operator(&self, name: &str) -> Result<()> {
+        self.operator
+            .as_ref()
+            .context("no operator is running")?
+            .signal(name)
     }
 
     pub fn stop_operator(&mut self) {
@@ -335,6 +346,64 @@ impl Env {
             .await
             .map(drop)
     }
+}
+
+/// The ownership judge, from the simulator's table: every resource owns exactly one alive
+/// instance (none destroyed that a resource owns), no alive instance is unowned, and no two
+/// resources record the same one.
+pub async fn assert_exactly_one_instance_each(env: &Env, names: &[String]) -> Result<()> {
+    let mut owned = std::collections::BTreeMap::new();
+    for name in names {
+        let resource = env.api().get(name).await?;
+        let id = instance_id(&resource).with_context(|| format!("{name} has no instance id"))?;
+        anyhow::ensure!(
+            owned.insert(id.clone(), name.clone()).is_none(),
+            "{id} owned twice"
+        );
+    }
+    let table = env.sim_instances().await?;
+    let is_alive = |i: &Value| i["status"] != "terminated" && i["desiredStatus"] != "terminated";
+    for (id, name) in &owned {
+        let instance = table
+            .iter()
+            .find(|i| i["id"] == id.as_str())
+            .with_context(|| format!("{name}'s instance {id} is not in the table"))?;
+        anyhow::ensure!(
+            is_alive(instance),
+            "{name}'s instance {id} was destroyed: {instance}"
+        );
+    }
+    let alive: Vec<&Value> = table.iter().filter(|i| is_alive(i)).collect();
+    for instance in &alive {
+        let id = instance["id"].as_str().unwrap_or_default();
+        anyhow::ensure!(
+            owned.contains_key(id),
+            "instance {id} ({}) is alive but no resource owns it",
+            instance["name"]
+        );
+    }
+    anyhow::ensure!(
+        alive.len() == names.len(),
+        "{} alive instances for {} resources",
+        alive.len(),
+        names.len()
+    );
+    Ok(())
+}
+
+/// Events in the test namespace with `reason`.
+pub async fn events_with_reason(env: &Env, reason: &str) -> Result<usize> {
+    let events = kube::Api::<k8s_openapi::api::events::v1::Event>::namespaced(
+        env.client.clone(),
+        &env.namespace,
+    )
+    .list(&Default::default())
+    .await?;
+    Ok(events
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .count())
 }
 
 /// A catalog `BeeosInstance` named `name`, ready to apply.

@@ -77,6 +77,12 @@ impl Supervised {
     /// Kills the process at once with SIGKILL, as a crash or an OOM kill would: no cleanup
     /// runs in it. Waits (bounded) until the supervisor has recorded its pid.
     pub fn kill_hard(&self) -> Result<()> {
+        self.signal("KILL")
+    }
+
+    /// Sends signal `name` (e.g. `STOP`, `CONT`, `KILL`) to the process. `STOP` freezes it as a
+    /// long pause would (a node freeze, a stop-the-world stall), `CONT` lets it go on.
+    pub fn signal(&self, name: &str) -> Result<()> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let pid = loop {
             match std::fs::read_to_string(&self.pid_file) {
@@ -87,8 +93,10 @@ impl Supervised {
                 _ => std::thread::sleep(std::time::Duration::from_millis(20)),
             }
         };
-        let status = Command::new("kill").args(["-KILL", &pid]).status()?;
-        anyhow::ensure!(status.success(), "kill -KILL {pid} failed");
+        let status = Command::new("kill")
+            .args([format!("-{name}"), pid.clone()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -{name} {pid} failed");
         Ok(())
     }
 }
