@@ -115,7 +115,7 @@ struct Hot {
 /// What the fleet knows of an instance.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Lookup {
-    Seen(Seen),
+    Seen(Box<Seen>),
     /// Not in the account's last listing (or nothing listed yet): ask BeeOS directly.
     NotListed,
 }
@@ -205,7 +205,7 @@ impl Account {
     /// The instance as last listed or polled.
     pub fn lookup(&self, instance_id: &str) -> Lookup {
         match self.state().instances.get(instance_id) {
-            Some(seen) => Lookup::Seen(seen.clone()),
+            Some(seen) => Lookup::Seen(Box::new(seen.clone())),
             None => Lookup::NotListed,
         }
     }

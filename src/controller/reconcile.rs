@@ -181,7 +181,7 @@ fn update_progress(o: &Observation<'_>) -> Update {
 
 /// What a lookup at BeeOS found.
 enum Looked {
-    Found(ObservedInstance),
+    Found(Box<ObservedInstance>),
     Gone,
     Forbidden,
 }
@@ -348,7 +348,7 @@ impl<'a> Driver<'a> {
         // Answers from the step itself are newer than the lookups.
         for (which, found) in looked_up {
             if let Looked::Found(instance) = found {
-                self.instances.entry(which).or_insert(instance);
+                self.instances.entry(which).or_insert(*instance);
             }
         }
         match outcome {
@@ -453,7 +453,7 @@ impl<'a> Driver<'a> {
         if let Some(account) = &account
             && let Lookup::Seen(seen) = account.lookup(instance_id)
         {
-            return Ok(found_or_gone(seen.observed));
+            return Ok(found_or_gone(seen.observed.clone()));
         }
         match beeos.get(instance_id).await {
             Ok(instance) => {
@@ -630,7 +630,7 @@ fn found_or_gone(instance: ObservedInstance) -> Looked {
     if instance.status.as_deref() == Some("terminated") {
         Looked::Gone
     } else {
-        Looked::Found(instance)
+        Looked::Found(Box::new(instance))
     }
 }
 
