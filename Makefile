@@ -32,11 +32,11 @@ unit: ## Unit tests (no servers)
 	$(CARGO) test $(CARGO_FLAGS) --workspace --lib --bins
 
 .PHONY: integration
-integration: testbins helm ## Integration tests against a real kube-apiserver + etcd
+integration: testbins helm ## Integration tests against a real control plane (etcd, kube-apiserver, kube-controller-manager)
 	$(CARGO) test $(CARGO_FLAGS) --workspace --test '*'
 
 .PHONY: testbins
-testbins: ## Build kube-apiserver and etcd from the pinned Go modules (cached)
+testbins: ## Build kube-apiserver, kube-controller-manager, etcd and kubectl (cached)
 	tools/k8s-testbins/build.sh
 
 .PHONY: conformance

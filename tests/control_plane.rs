@@ -1,14 +1,17 @@
 //! Proves the test harness runs a real kube-apiserver: CEL validation, the status subresource,
 //! finalizers, watches, RBAC for ServiceAccount tokens and the stamped version are behaviours a
-//! mock would have to fake, and each assertion below would fail against one that did not.
+//! mock would have to fake, and each assertion below would fail against one that did not. And
+//! that a real kube-controller-manager runs beside it: namespaces finish deleting, owned objects
+//! are garbage-collected, and each namespace gets its ServiceAccount and root CA.
 
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, ObjectMeta, Patch,
     PatchParams, PostParams, WatchEvent, WatchParams,
@@ -298,5 +301,160 @@ async fn service_account_token_is_held_to_its_role() -> Result<()> {
         matches!(denied, kube::Error::Api(ref s) if s.code == 403),
         "{denied}"
     );
+    Ok(())
+}
+
+/// Polls `check` until it holds, failing with `what` after [`WAIT`].
+async fn eventually<F, Fut>(what: &str, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<bool>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await? {
+        if tokio::time::Instant::now() > deadline {
+            bail!("{what} did not happen within {WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+fn config_map(name: &str, owner: Option<&ConfigMap>) -> ConfigMap {
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            owner_references: owner.map(|owner| {
+                vec![OwnerReference {
+                    api_version: "v1".into(),
+                    kind: "ConfigMap".into(),
+                    name: owner.metadata.name.clone().unwrap_or_default(),
+                    uid: owner.metadata.uid.clone().unwrap_or_default(),
+                    ..Default::default()
+                }]
+            }),
+            ..Default::default()
+        },
+        data: Some([("key".to_owned(), "value".to_owned())].into()),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn deleted_namespace_is_emptied_and_goes_once_finalizers_are_removed() -> Result<()> {
+    let control_plane = testenv::shared();
+    let client = control_plane.admin_client();
+    ensure_widget_crd(&client).await?;
+    let namespace = control_plane.namespace("ns-delete").await?;
+    let pp = PostParams::default();
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    config_maps.create(&pp, &config_map("plain", None)).await?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "plain"}, "stringData": {"key": "value"},
+    }))?;
+    secrets.create(&pp, &secret).await?;
+    let widgets: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &namespace, &widget_resource());
+    // One custom resource goes freely; the other holds the namespace with its finalizer.
+    let mut free = widget("free", 1, 3);
+    free.metadata.finalizers = None;
+    widgets.create(&pp, &free).await?;
+    widgets.create(&pp, &widget("held", 1, 3)).await?;
+
+    let deleting = {
+        let namespace = namespace.clone();
+        tokio::spawn(async move { testenv::shared().delete_namespace(&namespace).await })
+    };
+    // The namespace controller deletes everything it can; the finalized widget waits, marked.
+    eventually(
+        "the namespace emptying itself but for the held widget",
+        || async {
+            let config_maps_left = config_maps.list(&ListParams::default()).await?.items.len();
+            let secrets_left = secrets.list(&ListParams::default()).await?.items.len();
+            let widgets_left = widgets.list(&ListParams::default()).await?.items;
+            Ok(config_maps_left == 0
+                && secrets_left == 0
+                && widgets_left.len() == 1
+                && widgets_left[0].metadata.deletion_timestamp.is_some())
+        },
+    )
+    .await?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let terminating = namespaces.get(&namespace).await?;
+    assert_eq!(
+        terminating.status.and_then(|s| s.phase).as_deref(),
+        Some("Terminating")
+    );
+    assert!(
+        !deleting.is_finished(),
+        "the finalizer must hold the namespace"
+    );
+
+    widgets
+        .patch(
+            "held",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await?;
+    deleting.await??;
+    assert!(namespaces.get_opt(&namespace).await?.is_none());
+    Ok(())
+}
+
+#[tokio::test]
+async fn owned_config_map_is_garbage_collected_after_its_owner_is_deleted() -> Result<()> {
+    let control_plane = testenv::shared();
+    let namespace = control_plane.namespace("gc").await?;
+    let config_maps: Api<ConfigMap> = Api::namespaced(control_plane.admin_client(), &namespace);
+    let pp = PostParams::default();
+    let owner = config_maps.create(&pp, &config_map("owner", None)).await?;
+    config_maps
+        .create(&pp, &config_map("owned", Some(&owner)))
+        .await?;
+    config_maps
+        .create(&pp, &config_map("bystander", None))
+        .await?;
+
+    // The API server itself deletes only the owner (background propagation).
+    config_maps
+        .delete("owner", &DeleteParams::default())
+        .await?;
+    eventually("garbage collection of the owned ConfigMap", || async {
+        Ok(config_maps.get_opt("owned").await?.is_none())
+    })
+    .await?;
+    assert!(
+        config_maps.get_opt("bystander").await?.is_some(),
+        "an object without owners must stay"
+    );
+    control_plane.delete_namespace(&namespace).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_namespace_gets_its_default_service_account_and_root_ca() -> Result<()> {
+    let control_plane = testenv::shared();
+    let client = control_plane.admin_client();
+    let namespace = control_plane.namespace("defaults").await?;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client, &namespace);
+    eventually(
+        "the default ServiceAccount and kube-root-ca.crt",
+        || async {
+            Ok(accounts.get_opt("default").await?.is_some()
+                && config_maps.get_opt("kube-root-ca.crt").await?.is_some())
+        },
+    )
+    .await?;
+    let root_ca = config_maps.get("kube-root-ca.crt").await?;
+    let published = root_ca
+        .data
+        .and_then(|data| data.get("ca.crt").cloned())
+        .context("kube-root-ca.crt has no ca.crt")?;
+    let ca = std::fs::read_to_string(control_plane.dir().join("ca.crt"))?;
+    assert_eq!(published.trim(), ca.trim());
+    control_plane.delete_namespace(&namespace).await?;
     Ok(())
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds kube-apiserver, etcd and kubectl from the pinned Go modules into bin/.
+# Builds kube-apiserver, kube-controller-manager, etcd and kubectl from the pinned Go modules
+# into bin/.
 # Does nothing when bin/.stamp matches the inputs (go.mod, go.sum, the mains,
 # this script and the Go version), so `make test` pays the cold build once.
 set -euo pipefail
@@ -12,20 +13,25 @@ export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
 k8s_version=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
 minor=$(echo "$k8s_version" | cut -d. -f2)
 
-stamp=$( { cat go.mod go.sum kube-apiserver/main.go etcd/main.go kubectl/main.go build.sh; go version; } | sha256sum | cut -d' ' -f1)
-if [ -f bin/.stamp ] && [ "$(cat bin/.stamp)" = "$stamp" ] \
-  && [ -x bin/kube-apiserver ] && [ -x bin/etcd ] && [ -x bin/kubectl ]; then
-  echo "k8s-testbins: kube-apiserver, kubectl $k8s_version and etcd are current"
+kube_binaries=(kube-apiserver kube-controller-manager kubectl)
+stamp=$( { cat go.mod go.sum etcd/main.go build.sh; for b in "${kube_binaries[@]}"; do cat "$b/main.go"; done; go version; } | sha256sum | cut -d' ' -f1)
+current=1
+for b in etcd "${kube_binaries[@]}"; do [ -x "bin/$b" ] || current=0; done
+if [ $current = 1 ] && [ -f bin/.stamp ] && [ "$(cat bin/.stamp)" = "$stamp" ]; then
+  echo "k8s-testbins: ${kube_binaries[*]} $k8s_version and etcd are current"
   exit 0
 fi
 
 mkdir -p bin
 rm -f bin/.stamp
-echo "k8s-testbins: building kube-apiserver, kubectl $k8s_version and etcd (cold: a few minutes)"
+echo "k8s-testbins: building ${kube_binaries[*]} $k8s_version and etcd (cold: a few minutes)"
 pkg=k8s.io/component-base/version
 stamp_version="-X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
-go build -trimpath -o bin/kube-apiserver -ldflags "-s -w $stamp_version" ./kube-apiserver
 # kubectl at the server's version: the machine's own kubectl may be outside the supported skew.
-go build -trimpath -o bin/kubectl -ldflags "-s -w $stamp_version" ./kubectl
+for b in "${kube_binaries[@]}"; do
+  started=$SECONDS
+  go build -trimpath -o "bin/$b" -ldflags "-s -w $stamp_version" "./$b"
+  echo "k8s-testbins: built $b in $((SECONDS - started))s"
+done
 go build -trimpath -o bin/etcd -ldflags "-s -w" ./etcd
 echo "$stamp" > bin/.stamp

@@ -1,8 +1,11 @@
-//! testenv: a real kube-apiserver and etcd on loopback, for the operator's tests and the demo.
+//! testenv: a real etcd, kube-apiserver and kube-controller-manager on loopback, for the
+//! operator's tests and the demo.
 //!
 //! The binaries come from `tools/k8s-testbins` (built by `make testbins`). A control plane is
 //! started with the flags controller-runtime's envtest uses: generated serving certificates,
-//! a service-account signing key and issuer, RBAC authorization and a static admin token.
+//! a service-account signing key and issuer, RBAC authorization and a static admin token. The
+//! controller-manager beside it makes namespaces finish deleting, collects garbage through owner
+//! references and gives every namespace its `default` ServiceAccount and `kube-root-ca.crt`.
 //! Test binaries share one control plane ([`shared`]) and give each test its own namespace.
 //!
 //! It must never leave processes or files behind, even when a test panics or the run is killed:
@@ -22,18 +25,26 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
 use kube::{Client, Config};
 
 pub use process::Supervised;
 
-/// How long a cold control plane may take to answer `/readyz` with `ok`.
-const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long a cold control plane may take to answer `/readyz` with `ok`, and then its
+/// controller-manager to report healthy and run its controllers.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A running kube-apiserver backed by its own etcd.
+/// How long a deleted namespace may take to go (its finalizer empties it first).
+const NAMESPACE_GONE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The binaries a control plane runs, all from `tools/k8s-testbins`.
+const BINARIES: [&str; 3] = ["etcd", "kube-apiserver", "kube-controller-manager"];
+
+/// A running kube-apiserver backed by its own etcd, with a kube-controller-manager.
 pub struct ControlPlane {
     dir: PathBuf,
     server_url: String,
+    controller_manager_url: String,
     ca_der: Vec<u8>,
     admin_token: String,
     // Dropping these closes the supervisors' pipes, which stops the servers.
@@ -52,8 +63,8 @@ pub fn shared() -> &'static ControlPlane {
     })
 }
 
-/// Where the kube-apiserver and etcd binaries are: `$TESTENV_BIN_DIR`, or the build output of
-/// `tools/k8s-testbins`.
+/// Where the etcd, kube-apiserver and kube-controller-manager binaries are: `$TESTENV_BIN_DIR`,
+/// or the build output of `tools/k8s-testbins`.
 pub fn bin_dir() -> PathBuf {
     match std::env::var_os("TESTENV_BIN_DIR") {
         Some(dir) => PathBuf::from(dir),
@@ -62,11 +73,11 @@ pub fn bin_dir() -> PathBuf {
 }
 
 impl ControlPlane {
-    /// Starts etcd and kube-apiserver in a fresh temporary directory and waits until the API
-    /// server reports ready. Blocking; safe to call from inside or outside a tokio runtime.
+    /// Starts etcd, kube-apiserver and kube-controller-manager in a fresh temporary directory
+    /// and waits until the API server reports ready and the controller-manager healthy. Blocking; safe to call from inside or outside a tokio runtime.
     pub fn start() -> Result<Self> {
         let bin_dir = bin_dir();
-        for binary in ["etcd", "kube-apiserver"] {
+        for binary in BINARIES {
             let path = bin_dir.join(binary);
             if !path.is_file() {
                 bail!(
@@ -85,14 +96,33 @@ impl ControlPlane {
 
         let files = certs::write_all(&dir).context("writing certificates and keys")?;
         let admin_token = random_token();
+        // The controller-manager's own identity, which the API server's bootstrap RBAC knows;
+        // with --use-service-account-credentials each controller then acts as its own
+        // ServiceAccount in kube-system, as in a kubeadm cluster.
+        let controller_manager_token = random_token();
         std::fs::write(
             dir.join("tokens.csv"),
-            format!("{admin_token},testenv-admin,testenv-admin,\"system:masters\"\n"),
+            format!(
+                "{admin_token},testenv-admin,testenv-admin,\"system:masters\"\n\
+                 {controller_manager_token},system:kube-controller-manager,kube-controller-manager\n"
+            ),
         )?;
 
-        let [etcd_client_port, etcd_peer_port, secure_port] = free_ports()?;
+        let [
+            etcd_client_port,
+            etcd_peer_port,
+            secure_port,
+            controller_manager_port,
+        ] = free_ports()?;
         let etcd_url = format!("http://127.0.0.1:{etcd_client_port}");
         let server_url = format!("https://127.0.0.1:{secure_port}");
+        let controller_manager_url = format!("https://127.0.0.1:{controller_manager_port}");
+        write_kubeconfig(
+            &dir.join("kube-controller-manager.kubeconfig"),
+            &server_url,
+            &dir.join("ca.crt"),
+            &controller_manager_token,
+        )?;
         let path = |name: &str| dir.join(name).display().to_string();
 
         let etcd = Supervised::spawn(
@@ -131,8 +161,9 @@ impl ControlPlane {
                     files.sa_private.display()
                 ),
                 "--authorization-mode=RBAC".into(),
-                // No controller-manager creates default ServiceAccounts, so the admission
-                // plugin that requires them would reject every Pod-shaped object.
+                // The controller-manager creates each namespace's `default` ServiceAccount a
+                // moment after the namespace, and this admission plugin would reject a Pod
+                // created in that moment. No Pod runs here, so tests need not wait for it.
                 "--disable-admission-plugins=ServiceAccount".into(),
                 "--service-cluster-ip-range=10.0.0.0/24".into(),
                 "--allow-privileged=true".into(),
@@ -143,15 +174,63 @@ impl ControlPlane {
             None,
         )?;
 
-        let control_plane = ControlPlane {
+        let mut control_plane = ControlPlane {
             dir,
             server_url,
+            controller_manager_url,
             ca_der: files.ca_der,
             admin_token,
             _servers: vec![apiserver, etcd],
         };
-        control_plane.write_kubeconfig()?;
-        control_plane.wait_ready()?;
+        write_kubeconfig(
+            &control_plane.kubeconfig_path(),
+            &control_plane.server_url,
+            &control_plane.dir.join("ca.crt"),
+            &control_plane.admin_token,
+        )?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        control_plane.wait_until(deadline, ReadyCheck::ApiServer)?;
+
+        // Only now: the controller-manager gives up at once when the API server's bootstrap
+        // RBAC (its own permissions) is not there yet, and `/readyz` waits for that.
+        let kubeconfig = control_plane
+            .dir
+            .join("kube-controller-manager.kubeconfig")
+            .display()
+            .to_string();
+        let path = |name: &str| control_plane.dir.join(name).display().to_string();
+        let controller_manager = Supervised::spawn(
+            &bin_dir.join("kube-controller-manager"),
+            &[
+                format!("--kubeconfig={kubeconfig}"),
+                format!("--authentication-kubeconfig={kubeconfig}"),
+                format!("--authorization-kubeconfig={kubeconfig}"),
+                "--bind-address=127.0.0.1".into(),
+                format!("--secure-port={controller_manager_port}"),
+                // Serves /healthz with the API server's certificate (valid for 127.0.0.1), so
+                // the readiness check can verify it against the control plane's CA.
+                format!("--tls-cert-file={}", files.serving_cert.display()),
+                format!("--tls-private-key-file={}", files.serving_key.display()),
+                format!("--cert-dir={}", path("kube-controller-manager-certs")),
+                // One controller-manager per control plane: nothing to elect.
+                "--leader-elect=false".into(),
+                "--use-service-account-credentials=true".into(),
+                // The token controller signs legacy ServiceAccount token Secrets with the API
+                // server's key, and every namespace gets the CA in `kube-root-ca.crt`.
+                format!(
+                    "--service-account-private-key-file={}",
+                    files.sa_private.display()
+                ),
+                format!("--root-ca-file={}", files.ca_cert.display()),
+                "--service-cluster-ip-range=10.0.0.0/24".into(),
+                "--allocate-node-cidrs=false".into(),
+            ],
+            &[],
+            &control_plane.dir.join("kube-controller-manager.log"),
+            None,
+        )?;
+        control_plane._servers.insert(0, controller_manager);
+        control_plane.wait_until(deadline, ReadyCheck::ControllerManager)?;
         Ok(control_plane)
     }
 
@@ -209,8 +288,8 @@ impl ControlPlane {
     /// Creates a namespace named `{prefix}-{unique suffix}` and returns its name. Each test
     /// takes its own, so tests sharing the control plane never see each other's objects.
     ///
-    /// Namespaces are not deleted afterwards: without a controller-manager they would stay
-    /// `Terminating` anyway, and the whole control plane goes when the test binary ends.
+    /// Namespaces are not deleted afterwards unless a test does so ([`Self::delete_namespace`]):
+    /// the whole control plane goes when the test binary ends.
     pub async fn namespace(&self, prefix: &str) -> Result<String> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let prefix: String = prefix
@@ -240,6 +319,39 @@ impl ControlPlane {
         Ok(name)
     }
 
+    /// Deletes a namespace and waits until it is gone: the controller-manager's namespace
+    /// controller deletes everything in it first, and objects with finalizers hold it until
+    /// those are removed. Fails after a deadline naming what still holds it.
+    pub async fn delete_namespace(&self, name: &str) -> Result<()> {
+        let namespaces: Api<Namespace> = Api::all(self.admin_client());
+        match namespaces.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(err) => return Err(err).with_context(|| format!("deleting namespace {name}")),
+        }
+        let deadline = Instant::now() + NAMESPACE_GONE_TIMEOUT;
+        loop {
+            let Some(namespace) = namespaces.get_opt(name).await? else {
+                return Ok(());
+            };
+            if Instant::now() > deadline {
+                let conditions: Vec<String> = namespace
+                    .status
+                    .and_then(|status| status.conditions)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|c| c.status == "True")
+                    .map(|c| format!("{}: {}", c.type_, c.message.unwrap_or_default()))
+                    .collect();
+                bail!(
+                    "namespace {name} still exists {NAMESPACE_GONE_TIMEOUT:?} after its deletion; {}",
+                    conditions.join("; ")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     fn client_with_token(&self, token: &str) -> Client {
         let mut config = Config::new(
             self.server_url
@@ -252,54 +364,43 @@ impl ControlPlane {
         Client::try_from(config).expect("a token-and-CA config always makes a client")
     }
 
-    fn write_kubeconfig(&self) -> Result<()> {
-        let kubeconfig = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "testenv", "cluster": {
-                "server": self.server_url,
-                "certificate-authority": self.dir.join("ca.crt"),
-            }}],
-            "users": [{"name": "testenv-admin", "user": {"token": self.admin_token}}],
-            "contexts": [{"name": "testenv", "context": {"cluster": "testenv", "user": "testenv-admin"}}],
-            "current-context": "testenv",
-        });
-        std::fs::write(self.kubeconfig_path(), kubeconfig.to_string())?;
-        Ok(())
-    }
-
-    /// Polls `/readyz` until it answers `ok`. The servers run in their own processes, so a
-    /// private single-threaded runtime is enough and works whoever calls.
-    fn wait_ready(&self) -> Result<()> {
-        let client_config = (
-            self.server_url.clone(),
-            self.ca_der.clone(),
-            self.admin_token.clone(),
-        );
+    /// Waits until `check` passes or `deadline`, failing early when a server has exited. The
+    /// servers run in their own processes, so a private single-threaded runtime is enough and
+    /// works whoever calls.
+    fn wait_until(&self, deadline: Instant, check: ReadyCheck) -> Result<()> {
+        let url = match check {
+            ReadyCheck::ApiServer => self.server_url.clone(),
+            ReadyCheck::ControllerManager => self.controller_manager_url.clone(),
+        };
+        let server = self.admin_client_config(&url)?;
+        let exited = self.exited_check();
         let result = std::thread::spawn(move || -> Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
             runtime.block_on(async move {
-                let (server_url, ca_der, token) = client_config;
-                let mut config = Config::new(server_url.parse()?);
-                config.root_cert = Some(vec![ca_der]);
-                config.auth_info.token = Some(token.into());
-                config.connect_timeout = Some(Duration::from_secs(2));
-                config.read_timeout = Some(Duration::from_secs(5));
-                let client = Client::try_from(config)?;
-                let deadline = Instant::now() + READY_TIMEOUT;
+                let server = Client::try_from(server)?;
                 let mut last = String::new();
-                while Instant::now() < deadline {
-                    let request = http::Request::get("/readyz").body(Vec::new())?;
-                    match client.request_text(request).await {
-                        Ok(body) if body.trim() == "ok" => return Ok(()),
-                        Ok(body) => last = body,
-                        Err(err) => last = err.to_string(),
+                loop {
+                    let passed = match check {
+                        ReadyCheck::ApiServer => answers_ok(&server, "/readyz", &mut last).await?,
+                        // Healthy, not done: its controllers start one after the other over
+                        // a few more seconds, and tests wait on their effects with deadlines.
+                        ReadyCheck::ControllerManager => {
+                            answers_ok(&server, "/healthz", &mut last).await?
+                        }
+                    };
+                    if passed {
+                        return Ok(());
                     }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if let Some(name) = exited() {
+                        bail!("{name} exited while starting");
+                    }
+                    if Instant::now() > deadline {
+                        bail!("{check:?} not ready within {READY_TIMEOUT:?}; last answer: {last}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                bail!("not ready after {READY_TIMEOUT:?}; last answer: {last}")
             })
         })
         .join()
@@ -307,18 +408,81 @@ impl ControlPlane {
         result.with_context(|| self.log_tails())
     }
 
-    fn log_tails(&self) -> String {
-        ["etcd.log", "kube-apiserver.log"]
-            .iter()
-            .map(|name| {
-                let log = std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
-                format!("--- {name} (last lines) ---\n{}", tail.join("\n"))
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+    fn admin_client_config(&self, url: &str) -> Result<Config> {
+        let mut config = Config::new(url.parse()?);
+        config.root_cert = Some(vec![self.ca_der.clone()]);
+        config.auth_info.token = Some(self.admin_token.clone().into());
+        config.connect_timeout = Some(Duration::from_secs(2));
+        config.read_timeout = Some(Duration::from_secs(5));
+        Ok(config)
     }
+
+    /// A check, to run on another thread, naming the first server that has exited.
+    fn exited_check(&self) -> impl Fn() -> Option<String> + Send + 'static {
+        let servers: Vec<(String, PathBuf)> = self
+            ._servers
+            .iter()
+            .map(|server| (server.name(), server.pid_file().to_owned()))
+            .collect();
+        move || {
+            servers
+                .iter()
+                .find(|(_, pid_file)| process::exited(pid_file))
+                .map(|(name, _)| name.clone())
+        }
+    }
+
+    fn log_tails(&self) -> String {
+        [
+            "etcd.log",
+            "kube-apiserver.log",
+            "kube-controller-manager.log",
+        ]
+        .iter()
+        .map(|name| {
+            let log = std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!("--- {name} (last lines) ---\n{}", tail.join("\n"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+    }
+}
+
+/// What [`ControlPlane::wait_until`] waits for.
+#[derive(Clone, Copy, Debug)]
+enum ReadyCheck {
+    ApiServer,
+    ControllerManager,
+}
+
+/// Whether `path` answers `ok`; otherwise records the answer in `last`.
+async fn answers_ok(client: &Client, path: &str, last: &mut String) -> Result<bool> {
+    let request = http::Request::get(path).body(Vec::new())?;
+    match client.request_text(request).await {
+        Ok(body) if body.trim() == "ok" => return Ok(true),
+        Ok(body) => *last = body,
+        Err(err) => *last = err.to_string(),
+    }
+    Ok(false)
+}
+
+/// Writes a kubeconfig for `server` that trusts `ca` and authenticates with `token`.
+fn write_kubeconfig(path: &Path, server: &str, ca: &Path, token: &str) -> Result<()> {
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "testenv", "cluster": {
+            "server": server,
+            "certificate-authority": ca,
+        }}],
+        "users": [{"name": "testenv-user", "user": {"token": token}}],
+        "contexts": [{"name": "testenv", "context": {"cluster": "testenv", "user": "testenv-user"}}],
+        "current-context": "testenv",
+    });
+    std::fs::write(path, kubeconfig.to_string())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Free loopback ports, found by binding port 0. They are released before the servers bind

@@ -33,6 +33,7 @@ pub struct Supervised {
     // Held only to keep the pipe open; closing it is the stop signal.
     _stdin: ChildStdin,
     _supervisor: Child,
+    name: String,
     pid_file: PathBuf,
 }
 
@@ -70,8 +71,23 @@ impl Supervised {
         Ok(Supervised {
             _stdin: stdin,
             _supervisor: supervisor,
+            name: binary
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
             pid_file,
         })
+    }
+
+    /// The binary's file name, for messages.
+    pub fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    /// The file where the supervisor records the process's pid.
+    pub fn pid_file(&self) -> &Path {
+        &self.pid_file
     }
 
     /// Kills the process at once with SIGKILL, as a crash or an OOM kill would: no cleanup
@@ -98,5 +114,20 @@ impl Supervised {
             .status()?;
         anyhow::ensure!(status.success(), "kill -{name} {pid} failed");
         Ok(())
+    }
+}
+
+/// Whether the process whose pid the supervisor recorded in `pid_file` has exited. Its
+/// supervisor reaps it only when told to stop, so until then an exited server is a zombie.
+pub fn exited(pid_file: &Path) -> bool {
+    let Ok(pid) = std::fs::read_to_string(pid_file) else {
+        return false; // not started yet
+    };
+    match std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) {
+        // The state follows the command name in parentheses, which may itself hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => true,
     }
 }

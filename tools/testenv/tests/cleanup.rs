@@ -36,7 +36,11 @@ fn servers_and_files_go_when_the_owner_is_killed() {
         })
         .map(|pid| pid.trim().to_owned())
         .collect();
-    assert_eq!(pids.len(), 2, "etcd and kube-apiserver are supervised");
+    assert_eq!(
+        pids.len(),
+        3,
+        "etcd, kube-apiserver and kube-controller-manager are supervised"
+    );
 
     owner.kill().expect("SIGKILL");
     owner.wait().expect("reaped");
