@@ -500,10 +500,7 @@ impl<'a> Driver<'a> {
                 self.ctx.backoff(self.object.clone(), err.retry_after()),
             ),
         };
-        if matches!(problem, Problem::NeedsAction { .. }) {
-            self.publish(EventType::Warning, err.reason(), "Reconcile", message)
-                .await;
-        }
+        self.announce(&problem).await;
         self.write_status(&step, Some(&problem), update).await?;
         Ok(Action::requeue(requeue))
     }
@@ -516,9 +513,8 @@ impl<'a> Driver<'a> {
         update: Update,
     ) -> ReconcileResult {
         let intervals = &self.ctx.intervals;
-        if let Some(Problem::NeedsAction { reason, message }) = &problem {
-            self.publish(EventType::Warning, reason, "Reconcile", message.clone())
-                .await;
+        if let Some(problem) = &problem {
+            self.announce(problem).await;
         }
         // After our own call the next poll shows how it went; writing now would only show
         // that it started. A restart acted on is recorded at once, though: it lives in status.
@@ -552,6 +548,26 @@ impl<'a> Driver<'a> {
             (None, _) => Action::requeue(intervals.steady_poll),
         };
         Ok(action)
+    }
+
+    /// A Warning event for a problem a person must fix — once per cause: not again while the
+    /// status already shows the same reason and message (retries would repeat it every time).
+    async fn announce(&self, problem: &Problem) {
+        let Problem::NeedsAction { reason, message } = problem else {
+            return;
+        };
+        let already_shown = self.resource.status.as_ref().is_some_and(|status| {
+            status.conditions.iter().any(|c| {
+                c.type_ == condition::STALLED
+                    && c.status == "True"
+                    && c.reason == *reason
+                    && c.message == *message
+            })
+        });
+        if !already_shown {
+            self.publish(EventType::Warning, reason, "Reconcile", message.clone())
+                .await;
+        }
     }
 
     pub(super) async fn write_status(
