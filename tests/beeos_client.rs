@@ -450,7 +450,7 @@ async fn unknown_token_is_unauthorized_on_every_call() {
 }
 
 #[tokio::test]
-async fn another_owners_instance_is_not_found() {
+async fn another_owners_instance_is_forbidden_on_every_call() {
     let sim = simulator().await;
     let alice = client(&sim, ALICE);
     let bob = client(&sim, BOB);
@@ -468,10 +468,13 @@ async fn another_owners_instance_is_not_found() {
         bob.destroy(&instance_id).await.unwrap_err(),
     ];
     for err in errors {
-        assert!(err.is_not_found(), "{err:?}");
-        assert_eq!(err.status(), Some(404));
-        assert_eq!(err.code(), Some("agent_not_found"));
-        assert_eq!(err.reason(), "BeeosNotFound");
+        // 403 means "not ours", never "gone": a finalizer must not take it for a destroyed instance.
+        assert!(matches!(err, Error::Forbidden(_)), "{err:?}");
+        assert!(!err.is_not_found(), "{err:?}");
+        assert_eq!(err.status(), Some(403));
+        assert_eq!(err.code(), Some("forbidden"));
+        assert_eq!(err.class(), ErrorClass::Permanent);
+        assert_eq!(err.reason(), "BeeosForbidden");
     }
     assert!(
         bob.list_all(&ListQuery::search("alice-only"))
@@ -479,8 +482,9 @@ async fn another_owners_instance_is_not_found() {
             .unwrap()
             .is_empty()
     );
-    // Still Alice's and untouched.
-    alice.get(&instance_id).await.unwrap();
+    // Still Alice's and untouched: running was asked for, and nobody stopped or destroyed it.
+    let hers = alice.get(&instance_id).await.unwrap();
+    assert_eq!(hers.desired_status, Some(DesiredStatus::Running));
 }
 
 #[tokio::test]
@@ -912,7 +916,8 @@ async fn the_token_never_shows_in_debug_display_errors_or_traces() {
         .unwrap()
         .instance_id;
     errors.push(stranger.get(&instance_id).await.unwrap_err()); // 401
-    errors.push(bob.get(&instance_id).await.unwrap_err()); // 404
+    errors.push(bob.get(&instance_id).await.unwrap_err()); // 403
+    errors.push(alice.get("inst_nobodys").await.unwrap_err()); // 404
     errors.push(alice.start(&instance_id).await.unwrap_err()); // 409 (pending)
     errors.push(
         alice
@@ -959,6 +964,7 @@ async fn the_token_never_shows_in_debug_display_errors_or_traces() {
         reasons,
         [
             "BeeosUnauthorized",
+            "BeeosForbidden",
             "BeeosNotFound",
             "BeeosConflict",
             "BeeosInvalidRequest",
