@@ -450,7 +450,7 @@ async fn unknown_token_is_unauthorized_on_every_call() {
 }
 
 #[tokio::test]
-async fn another_owners_instance_is_not_found() {
+async fn another_owners_instance_is_forbidden_on_every_call() {
     let sim = simulator().await;
     let alice = client(&sim, ALICE);
     let bob = client(&sim, BOB);
@@ -468,10 +468,13 @@ async fn another_owners_instance_is_not_found() {
         bob.destroy(&instance_id).await.unwrap_err(),
     ];
     for err in errors {
-        assert!(err.is_not_found(), "{err:?}");
-        assert_eq!(err.status(), Some(404));
-        assert_eq!(err.code(), Some("agent_not_found"));
-        assert_eq!(err.reason(), "BeeosNotFound");
+        // 403 means "not ours", never "gone": a finalizer must not take it for a destroyed instance.
+        assert!(matches!(err, Error::Forbidden(_)), "{err:?}");
+        assert!(!err.is_not_found(), "{err:?}");
+        assert_eq!(err.status(), Some(403));
+        assert_eq!(err.code(), Some("forbidden"));
+        assert_eq!(err.class(), ErrorClass::Permanent);
+        assert_eq!(err.reason(), "BeeosForbidden");
     }
     assert!(
         bob.list_all(&ListQuery::search("alice-only"))
@@ -479,8 +482,9 @@ async fn another_owners_instance_is_not_found() {
             .unwrap()
             .is_empty()
     );
-    // Still Alice's and untouched.
-    alice.get(&instance_id).await.unwrap();
+    // Still Alice's and untouched: running was asked for, and nobody stopped or destroyed it.
+    let hers = alice.get(&instance_id).await.unwrap();
+    assert_eq!(hers.desired_status, Some(DesiredStatus::Running));
 }
 
 #[tokio::test]
@@ -789,49 +793,69 @@ async fn the_client_rate_limit_is_shared_per_credential_and_waits() {
     second_client.abort();
 }
 
+/// Client: one call per 250 ms after a burst of 2. BeeOS: the same rate, and a burst of 4.
+const CLIENT_PERIOD: Duration = Duration::from_millis(250);
+
 #[tokio::test]
 async fn the_client_rate_limit_keeps_calls_inside_the_server_quota() {
+    // Why no scheduling delay can make this fail: Bob's calls go one at a time, each after the
+    // answer to the one before. So BeeOS checks call j before the client lets call j+1 out, and
+    // between BeeOS's checks of calls j and k lie at least the client's gaps from j+1 to k.
+    // The client (GCRA, burst 2) lets at most 2 + t/period calls out in any span t, so BeeOS
+    // sees at most 3 + t/period calls in any span t of its own; a bucket refilling at the same
+    // rate and holding 4 always has one to spare. A late wake-up or a slow answer only widens
+    // the gaps, and so only adds to BeeOS's refill. Without the client-side limit the calls
+    // would go out back to back, and the fifth would need a quarter of a second of refill.
     let sim = simulator().await;
+
+    // BeeOS's burst binds: with (next to) no refill, 6 calls at once get exactly 2 refusals,
+    // whatever their timing.
     admin_put(
         &sim,
         "settings",
-        json!({"rateLimitPerSecond": 10.0, "rateLimitBurst": 2}),
+        json!({"rateLimitPerSecond": 0.0001, "rateLimitBurst": 4}),
     )
     .await;
-
-    // Without a client-side limit, a burst of 8 runs into BeeOS's 429s.
     let unlimited = client(&sim, ALICE);
-    let results = futures::future::join_all((0..8).map(|_| unlimited.providers())).await;
-    assert!(
-        results
-            .iter()
-            .any(|r| matches!(r, Err(Error::RateLimited { .. }))),
-        "{results:?}"
-    );
+    let results = futures::future::join_all((0..6).map(|_| unlimited.providers())).await;
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(Error::RateLimited { .. })))
+        .count();
+    assert_eq!(refused, 2, "{results:?}");
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 4);
 
-    // With the same rate on the client (burst 1), every call of Bob's waits its turn and passes.
+    admin_put(
+        &sim,
+        "settings",
+        json!({"rateLimitPerSecond": 1.0 / CLIENT_PERIOD.as_secs_f64(), "rateLimitBurst": 4}),
+    )
+    .await;
     let limited = client_with(
         &sim,
         BOB,
         ClientOptions {
-            rate_limiters: Some(RateLimiters::per_second(
-                NonZeroU32::new(10).unwrap(),
-                NonZeroU32::new(1).unwrap(),
+            rate_limiters: Some(RateLimiters::new(
+                Quota::with_period(CLIENT_PERIOD)
+                    .unwrap()
+                    .allow_burst(NonZeroU32::new(2).unwrap()),
             )),
             ..ClientOptions::default()
         },
     );
     let started = Instant::now();
-    let results = futures::future::join_all((0..8).map(|_| limited.providers())).await;
-    for result in &results {
-        assert!(result.is_ok(), "{result:?}");
+    for n in 0..8 {
+        if let Err(err) = limited.providers().await {
+            panic!("call {n} was refused: {err:?}");
+        }
     }
-    // Eight calls at ten a second, one at a time: at least 0.7 s between the first and last.
+    // The limit, not chance, spaced them: after the burst of 2, one call per period.
     assert!(
-        started.elapsed() >= Duration::from_millis(650),
+        started.elapsed() >= CLIENT_PERIOD * 6,
         "{:?}",
         started.elapsed()
     );
+    assert_eq!(calls(&sim, "providers").await, 6 + 8);
 }
 
 #[tokio::test]
@@ -912,7 +936,8 @@ async fn the_token_never_shows_in_debug_display_errors_or_traces() {
         .unwrap()
         .instance_id;
     errors.push(stranger.get(&instance_id).await.unwrap_err()); // 401
-    errors.push(bob.get(&instance_id).await.unwrap_err()); // 404
+    errors.push(bob.get(&instance_id).await.unwrap_err()); // 403
+    errors.push(alice.get("inst_nobodys").await.unwrap_err()); // 404
     errors.push(alice.start(&instance_id).await.unwrap_err()); // 409 (pending)
     errors.push(
         alice
@@ -959,6 +984,7 @@ async fn the_token_never_shows_in_debug_display_errors_or_traces() {
         reasons,
         [
             "BeeosUnauthorized",
+            "BeeosForbidden",
             "BeeosNotFound",
             "BeeosConflict",
             "BeeosInvalidRequest",

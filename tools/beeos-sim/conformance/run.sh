@@ -42,10 +42,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# carol is the rate-limit test's own caller; trials end 1.5 s after their deploy.
 "$sim" --listen 127.0.0.1:0 \
   --token oag_conformance_alice=alice --token oag_conformance_bob=bob \
+  --token oag_conformance_carol=carol \
   --pending-ms 50 --provisioning-ms 100 --stop-ms 100 --start-ms 100 --restart-ms 100 \
-  --destroy-ms 100 --terminated-retention-ms 1000 \
+  --destroy-ms 100 --terminated-retention-ms 1000 --trial-ms 1500 \
   >"$work/stdout" 2>"$work/stderr" &
 pid=$!
 

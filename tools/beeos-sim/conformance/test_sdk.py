@@ -10,6 +10,7 @@ import json
 import os
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import beeos_sdk
@@ -30,6 +31,7 @@ from beeos_sdk.exceptions import (
     ApiException,
     BadRequestException,
     ConflictException,
+    ForbiddenException,
     NotFoundException,
     UnauthorizedException,
 )
@@ -38,6 +40,8 @@ from contract_check import CONTRACT, Contract
 
 ALICE = "oag_conformance_alice"
 BOB = "oag_conformance_bob"
+CAROL = "oag_conformance_carol"  # only the rate-limit test calls as carol
+TRIAL_MS = 1500  # run.sh starts the simulator with --trial-ms 1500
 INSTANCES = "/api/v1/instances"
 INSTANCE = "/api/v1/instances/{id}"
 DEADLINE_S = 10.0
@@ -70,6 +74,13 @@ def alice(base_url):
 def bob(base_url):
     with client(base_url, BOB) as api_client:
         yield InstancesApi(api_client)
+
+
+@pytest.fixture
+def carol(base_url):
+    # No retries: urllib3's default would honour Retry-After and sleep out the refused call.
+    with ApiClient(Configuration(host=base_url, access_token=CAROL, retries=0)) as api_client:
+        yield api_client
 
 
 @pytest.fixture
@@ -221,7 +232,7 @@ def test_list_pages_with_total_and_search(alice, contract):
     assert (nothing.total, nothing.data) == (0, [])
 
 
-def test_errors_surface_as_sdk_exceptions_with_the_envelope(base_url, alice, bob, contract):
+def test_errors_surface_as_sdk_exceptions_with_the_envelope(base_url, alice, contract):
     with client(base_url, "oag_not_a_token") as stranger_client:
         stranger = InstancesApi(stranger_client)
         with pytest.raises(UnauthorizedException) as unauthorized:
@@ -234,12 +245,6 @@ def test_errors_surface_as_sdk_exceptions_with_the_envelope(base_url, alice, bob
     assert checked_error(contract, "GET", INSTANCE, missing.value).code == "agent_not_found"
 
     mine = deploy(alice, contract, name=unique("conf-err"), variant_id="beeos-claw-small")
-    # Another owner's instance is invisible: 404, and absent from their list.
-    with pytest.raises(NotFoundException) as hidden:
-        bob.stop_instance(id=mine.id)
-    checked_error(contract, "POST", INSTANCE + "/stop", hidden.value)
-    assert mine.id not in [i.id for i in bob.list_instances(page=0, page_size=200).data]
-
     # Starting an instance that is not stopped conflicts.
     with pytest.raises(ConflictException) as conflict:
         alice.start_instance(id=mine.id)
@@ -287,3 +292,93 @@ def test_raw_requests_the_sdk_cannot_send_get_the_documented_errors(base_url, co
     )
     contract.check("GET", INSTANCES, bad_page.status, bad_page.data)
     assert bad_page.json()["error"]["param"] == "pageSize"
+
+
+def test_another_owners_instance_is_forbidden_on_every_call(alice, bob, contract):
+    mine = deploy(alice, contract, name=unique("conf-owner"), variant_id="beeos-claw-small")
+    calls = [
+        ("GET", INSTANCE, bob.get_instance),
+        ("POST", INSTANCE + "/start", bob.start_instance),
+        ("POST", INSTANCE + "/stop", bob.stop_instance),
+        ("POST", INSTANCE + "/restart", bob.restart_instance),
+        ("DELETE", INSTANCE, bob.destroy_instance),
+    ]
+    for method, path, call in calls:
+        with pytest.raises(ForbiddenException) as forbidden:
+            call(id=mine.id)
+        error = checked_error(contract, method, path, forbidden.value)
+        assert (error.code, error.type) == ("forbidden", "permission_error"), (method, path)
+        assert error.message == "Caller doesn't own the resource"
+    # Never listed for bob, and still alice's, untouched.
+    assert mine.id not in [i.id for i in bob.list_instances(page=0, page_size=200).data]
+    assert alice.get_instance(id=mine.id).data.desired_status == "running"
+    # An id nobody has stays 404.
+    with pytest.raises(NotFoundException) as missing:
+        bob.get_instance(id="inst_nobodys")
+    assert checked_error(contract, "GET", INSTANCE, missing.value).code == "agent_not_found"
+
+
+@pytest.fixture
+def rate_limited(base_url):
+    """A rate limit with (next to) no refill while the test runs; off again afterwards."""
+    settings = base_url + "/_sim/settings"
+
+    def put(body: dict) -> None:
+        response = urllib3.request("PUT", settings, body=json.dumps(body).encode(), retries=False)
+        assert response.status == 200, response.data
+
+    put({"rateLimitPerSecond": 0.0001, "rateLimitBurst": 2})
+    yield
+    put({"rateLimitPerSecond": 0})
+
+
+def test_rate_limits_are_per_caller_and_endpoint(carol, rate_limited, contract):
+    instances, catalog = InstancesApi(carol), DeployApi(carol)
+    for _ in range(2):
+        checked(contract, "GET", INSTANCES, instances.list_instances_with_http_info(page=0, page_size=10))
+    with pytest.raises(ApiException) as limited:
+        instances.list_instances(page=0, page_size=10)
+    assert limited.value.status == 429
+    error = checked_error(contract, "GET", INSTANCES, limited.value)
+    assert (error.code, error.type) == ("rate_limited", "rate_limit_error")
+    headers = {k.lower(): v for k, v in (limited.value.headers or {}).items()}
+    assert int(headers["retry-after"]) >= 1
+
+    # The burst on the list left every other endpoint's budget whole.
+    for _ in range(2):
+        checked(contract, "GET", "/api/v1/providers", catalog.list_providers_with_http_info())
+        with pytest.raises(NotFoundException) as missing:
+            instances.get_instance(id="inst_nobodys")
+        checked_error(contract, "GET", INSTANCE, missing.value)
+    with pytest.raises(ApiException) as limited_too:
+        catalog.list_providers()
+    assert limited_too.value.status == 429
+    checked_error(contract, "GET", "/api/v1/providers", limited_too.value)
+
+
+def test_a_trial_instance_expires_into_stopped_and_run_seconds_follow_the_timestamps(alice, contract):
+    trial = deploy(alice, contract, name=unique("conf-trial"), variant_id="beeos-claw-trial")
+    assert trial.is_trial is True
+    assert trial.expires_at - trial.created_at == timedelta(milliseconds=TRIAL_MS)
+    regular = deploy(alice, contract, name=unique("conf-regular"), variant_id="beeos-claw-small")
+    assert regular.is_trial is False and regular.expires_at is None and regular.halt_reason is None
+
+    expired = wait_for(alice, contract, trial.id, "stopped")
+    assert (expired.desired_status, expired.connectivity, expired.halt_reason) == (
+        "stopped",
+        "offline",
+        "trial_expired",
+    )
+    assert expired.stopped_at == trial.expires_at
+    # It ran from startedAt to its expiry, and the counter says so in whole seconds.
+    ran = expired.stopped_at - expired.started_at
+    assert expired.total_run_seconds == int(ran.total_seconds())
+    with pytest.raises(ConflictException) as conflict:
+        alice.start_instance(id=trial.id)
+    checked_error(contract, "POST", INSTANCE + "/start", conflict.value)
+    again = checked(contract, "GET", INSTANCE, alice.get_instance_with_http_info(id=trial.id)).data
+    assert (again.status, again.total_run_seconds, again.halt_reason) == (
+        "stopped",
+        expired.total_run_seconds,
+        "trial_expired",
+    )

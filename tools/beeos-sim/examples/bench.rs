@@ -1,6 +1,9 @@
 //! Throughput of the simulator over loopback: starts it in-process, then a few concurrent
 //! clients deploy, get and list for a fixed number of calls per round; prints each round and the
-//! medians. Bounded in calls and in time (it gives up after `--max-seconds`).
+//! medians. Then the operator's scale case: one owner with `--scale-instances` (10,000)
+//! instances, listed 200 a page from the first page to the last, one page at a time; prints the
+//! median and 90th percentile latency of a page. Bounded in calls and in time (it gives up after
+//! `--max-seconds`).
 //!
 //! `cargo run --release -p beeos-sim --example bench [-- --clients 4 --rounds 5]`
 
@@ -31,8 +34,14 @@ struct Args {
     /// Rounds; medians are over these.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Instances of the one owner in the scale case (0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    scale_instances: usize,
+    /// Times the scale case lists every page.
+    #[arg(long, default_value_t = 5)]
+    scale_sweeps: usize,
     /// Give up when the whole run takes longer than this.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 180)]
     max_seconds: u64,
 }
 
@@ -105,8 +114,45 @@ where
 }
 
 fn median(values: &mut [f64]) -> f64 {
+    percentile(values, 50)
+}
+
+fn percentile(values: &mut [f64], pct: usize) -> f64 {
     values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    values[(values.len() * pct / 100).min(values.len() - 1)]
+}
+
+/// The scale case: `instances` instances of one owner, every page of 200 listed `sweeps` times,
+/// one call at a time so each latency is the server's alone. Returns page latencies in ms.
+async fn page_latencies(
+    bench: &Bench,
+    clients: usize,
+    instances: usize,
+    sweeps: usize,
+) -> anyhow::Result<Vec<f64>> {
+    bench
+        .http
+        .post(format!("{}/_sim/reset", bench.base))
+        .send()
+        .await?;
+    let b = bench.clone();
+    rate(clients, instances, move |n| {
+        let b = b.clone();
+        async move { b.deploy(n).await.map(drop) }
+    })
+    .await?;
+    let pages = instances.div_ceil(200);
+    let mut latencies = Vec::with_capacity(pages * sweeps);
+    for _ in 0..sweeps {
+        for page in 0..pages {
+            let began = Instant::now();
+            bench
+                .get(&format!("/api/v1/instances?page={page}&pageSize=200"))
+                .await?;
+            latencies.push(began.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    Ok(latencies)
 }
 
 #[tokio::main]
@@ -190,5 +236,26 @@ async fn main() -> anyhow::Result<()> {
         median(&mut gets),
         median(&mut lists)
     );
+    if args.scale_instances > 0 {
+        if Instant::now() > deadline {
+            bail!("gave up after {} s", args.max_seconds);
+        }
+        let mut latencies = page_latencies(
+            &bench,
+            args.clients,
+            args.scale_instances,
+            args.scale_sweeps,
+        )
+        .await?;
+        println!(
+            "list at {} instances (one owner, pageSize 200, {} pages x {} sweeps): \
+             median {:.2} ms, p90 {:.2} ms per page",
+            args.scale_instances,
+            args.scale_instances.div_ceil(200),
+            args.scale_sweeps,
+            median(&mut latencies),
+            percentile(&mut latencies, 90)
+        );
+    }
     Ok(())
 }

@@ -1,23 +1,27 @@
 //! The test-only admin API under `/_sim/` (outside the contract, no authentication): reset,
-//! faults, settings, call counters and the whole instance table, expired instances included.
+//! faults, settings, call counters, the whole instance table (expired instances included), and
+//! stop, start and destroy behind the operator's back — by the lifecycle's rules, as the owner
+//! would, but never counted as API calls, rate limited or faulted.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use serde_json::{Map, Value, json};
 
-use crate::app::App;
+use crate::api::refused;
+use crate::app::{App, Inner};
 use crate::config::SettingsPatch;
 use crate::dto::AdminInstance;
-use crate::errors::{ApiError, RequestId, no_content};
+use crate::errors::{ApiError, RequestId, finish, no_content};
 use crate::faults::Faults;
 use crate::route::Route;
-use crate::store::retention;
+use crate::store::{Action, retention};
 
 /// The admin routes.
 pub fn router(app: Arc<App>) -> Router {
@@ -27,6 +31,9 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_sim/settings", get(get_settings).put(put_settings))
         .route("/_sim/calls", get(calls))
         .route("/_sim/instances", get(instances))
+        .route("/_sim/instances/{id}", delete(destroy))
+        .route("/_sim/instances/{id}/stop", post(stop))
+        .route("/_sim/instances/{id}/start", post(start))
         .with_state(app)
 }
 
@@ -116,4 +123,51 @@ async fn instances(State(app): State<Arc<App>>) -> Response {
         .map(|i| AdminInstance::of(i, now, i.expired(now, keep)))
         .collect();
     Json(json!({ "instances": rows })).into_response()
+}
+
+async fn stop(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> Response {
+    act(&app, Action::Stop, &rid, &id)
+}
+
+async fn start(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> Response {
+    act(&app, Action::Start, &rid, &id)
+}
+
+async fn destroy(
+    State(app): State<Arc<App>>,
+    Extension(rid): Extension<RequestId>,
+    Path(id): Path<String>,
+) -> Response {
+    act(&app, Action::Destroy, &rid, &id)
+}
+
+/// Applies `action` to instance `id` whoever owns it, with the contract's 404 and 409; answers
+/// with the instance's admin row afterwards.
+fn act(app: &App, action: Action, rid: &RequestId, id: &str) -> Response {
+    let now = SystemTime::now();
+    let mut inner = app.lock();
+    let Inner {
+        store, settings, ..
+    } = &mut *inner;
+    let result = store
+        .any_mut(id, now, settings)
+        .ok_or_else(ApiError::instance_not_found)
+        .and_then(|instance| {
+            instance.apply(action, now, settings).map_err(refused)?;
+            tracing::info!(id, ?action, "admin changed an instance");
+            Ok((
+                StatusCode::OK,
+                Json(AdminInstance::of(instance, now, false)),
+            )
+                .into_response())
+        });
+    finish(result, rid)
 }

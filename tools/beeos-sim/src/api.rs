@@ -1,6 +1,8 @@
 //! The contract routes: deploy, list, get, start, stop, restart, destroy and the deploy catalog.
 //! Each handler admits the call (see `app`), does its one thing on the table under the lock and
-//! renders the contract's envelope; errors carry the request id.
+//! renders the contract's envelope; errors carry the request id. Calls that change the table run
+//! in a task of their own, so a change still happens when the client hangs up while the call is
+//! held (a real server does not undo work because a socket closed).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -20,7 +22,7 @@ use crate::errors::{ApiError, RequestId, finish, page, success};
 use crate::faults::{DeployDrop, DropMode};
 use crate::route::Route;
 use crate::server::ConnectionCloser;
-use crate::store::{Action, Filter, Instance, Refusal};
+use crate::store::{Action, Denied, Filter, Instance, Refusal};
 
 /// `pageSize` used when the caller sends none or 0 (the contract leaves the default open).
 pub const DEFAULT_PAGE_SIZE: u64 = 20;
@@ -49,10 +51,12 @@ async fn deploy(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let result = async {
+    // Read first, while the client is surely there; a refusal of the body (413) is still given
+    // only after admission, as the order of checks says.
+    let bytes = read_body(&headers, body).await;
+    let result = detached(async move {
         let caller = app.admit(Route::Deploy, &headers).await?;
-        let bytes = read_body(&headers, body).await?;
-        let spec = deploy::parse(&bytes)?;
+        let spec = deploy::parse(&bytes?)?;
         let now = SystemTime::now();
         let mut inner = app.lock();
         let Inner {
@@ -71,12 +75,31 @@ async fn deploy(
         tracing::debug!(id = %instance.id, owner = %instance.owner, "deployed");
         let response = success(StatusCode::CREATED, InstanceDto::of(instance, now));
         Ok::<_, ApiError>((response, faults.take_drop_deploy()))
-    }
+    })
     .await;
     match result {
         Err(e) => e.into_response_with(&rid),
         Ok((response, None)) => response,
         Ok((_, Some(drop))) => lose_answer(drop, closer.map(|Extension(c)| c)).await,
+    }
+}
+
+/// Runs `work` in a task of its own and waits for it: if the client hangs up, this future is
+/// dropped but `work` goes on to the end.
+async fn detached<T: Send + 'static>(
+    work: impl Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(work).await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "a handler task failed");
+        Err(ApiError::internal())
+    })
+}
+
+/// The error answer for an instance the caller may not use.
+fn denied(denied: Denied) -> ApiError {
+    match denied {
+        Denied::NotFound => ApiError::instance_not_found(),
+        Denied::Forbidden => ApiError::forbidden(),
     }
 }
 
@@ -137,6 +160,7 @@ async fn list(
             &inner.settings,
         );
         let data: Vec<InstanceDto> = items.into_iter().map(|i| InstanceDto::of(i, now)).collect();
+        // Serialized under the lock from borrowed views: cheaper than copying the page out.
         Ok(page(data, total))
     }
     .await;
@@ -195,7 +219,7 @@ async fn get_one(
         let instance = inner
             .store
             .visible(&caller.owner, &id, now, &inner.settings)
-            .ok_or_else(ApiError::instance_not_found)?;
+            .map_err(denied)?;
         Ok(success(StatusCode::OK, InstanceDto::of(instance, now)))
     }
     .await;
@@ -208,7 +232,7 @@ async fn start(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    lifecycle(&app, Route::Start, Action::Start, &rid, &headers, &id).await
+    lifecycle(app, Route::Start, Action::Start, &rid, headers, id).await
 }
 
 async fn stop(
@@ -217,7 +241,7 @@ async fn stop(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    lifecycle(&app, Route::Stop, Action::Stop, &rid, &headers, &id).await
+    lifecycle(app, Route::Stop, Action::Stop, &rid, headers, id).await
 }
 
 async fn restart(
@@ -226,7 +250,7 @@ async fn restart(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    lifecycle(&app, Route::Restart, Action::Restart, &rid, &headers, &id).await
+    lifecycle(app, Route::Restart, Action::Restart, &rid, headers, id).await
 }
 
 async fn destroy(
@@ -235,41 +259,47 @@ async fn destroy(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    lifecycle(&app, Route::Destroy, Action::Destroy, &rid, &headers, &id).await
+    lifecycle(app, Route::Destroy, Action::Destroy, &rid, headers, id).await
 }
 
-/// Start, stop, restart and destroy: 404 for instances the caller cannot see, 409 when the state
-/// does not allow the call; destroy answers `"destroyed"`, the others the instance afterwards.
+/// Start, stop, restart and destroy: 404 for unknown instances, 403 for another owner's, 409
+/// when the state does not allow the call; destroy answers `"destroyed"`, the others the instance
+/// afterwards.
 async fn lifecycle(
-    app: &App,
+    app: Arc<App>,
     route: Route,
     action: Action,
     rid: &RequestId,
-    headers: &HeaderMap,
-    id: &str,
+    headers: HeaderMap,
+    id: String,
 ) -> Response {
-    let result = async {
-        let caller = app.admit(route, headers).await?;
+    let result = detached(async move {
+        let caller = app.admit(route, &headers).await?;
         let now = SystemTime::now();
         let mut inner = app.lock();
         let Inner {
             store, settings, ..
         } = &mut *inner;
         let instance = store
-            .visible_mut(&caller.owner, id, now, settings)
-            .ok_or_else(ApiError::instance_not_found)?;
-        instance.apply(action, now, settings).map_err(|r| match r {
-            Refusal::Conflict(message) => ApiError::conflict(message),
-            Refusal::Gone => ApiError::instance_not_found(),
-        })?;
+            .visible_mut(&caller.owner, &id, now, settings)
+            .map_err(denied)?;
+        instance.apply(action, now, settings).map_err(refused)?;
         tracing::debug!(id, ?action, "lifecycle call accepted");
         Ok(match action {
             Action::Destroy => success(StatusCode::OK, "destroyed"),
             _ => success(StatusCode::OK, InstanceDto::of(instance, now)),
         })
-    }
+    })
     .await;
     finish(result, rid)
+}
+
+/// The error answer for a lifecycle call the instance's state does not allow.
+pub fn refused(refusal: Refusal) -> ApiError {
+    match refusal {
+        Refusal::Conflict(message) => ApiError::conflict(message),
+        Refusal::Gone => ApiError::instance_not_found(),
+    }
 }
 
 async fn providers(

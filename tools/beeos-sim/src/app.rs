@@ -1,7 +1,9 @@
 //! The simulator's shared state behind one lock (table, settings, faults, call counters and
-//! rate-limit buckets) and the admission every contract call passes first: count the call, add
-//! latency, inject a fault, check the bearer token, take from the rate limit — in that order, so
-//! injected faults stand for failures in front of the real service's authentication.
+//! rate-limit buckets) and the admission every contract call passes first: count the call and
+//! decide its route fault (both as it arrives, so counted faults hit calls in arrival order), hold
+//! it (global and route latency), answer an injected error, check the bearer token, take from the
+//! rate limit of the token and route — in that order, so injected faults stand for failures in
+//! front of the real service's authentication.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -34,7 +36,7 @@ pub struct Inner {
     pub faults: Faults,
     /// Calls received per route.
     pub calls: BTreeMap<Route, u64>,
-    /// Rate-limit buckets per token.
+    /// Rate-limit buckets per token and route.
     pub buckets: Buckets,
 }
 
@@ -68,27 +70,31 @@ impl App {
 
     /// Admits one call of `route`, or gives the error to answer with.
     pub async fn admit(&self, route: Route, headers: &HeaderMap) -> Result<Caller, ApiError> {
-        let latency = {
+        let (hold, injected_error) = {
             let mut inner = self.lock();
             *inner.calls.entry(route).or_default() += 1;
-            inner.faults.latency_ms
+            let latency = Duration::from_millis(inner.faults.latency_ms);
+            match inner.faults.take_route_fault(route, rand::random::<f64>()) {
+                Some(injected) => (latency + injected.hold, injected.error),
+                None => (latency, None),
+            }
         };
-        if latency > 0 {
-            tokio::time::sleep(Duration::from_millis(latency)).await;
+        if !hold.is_zero() {
+            tokio::time::sleep(hold).await;
         }
-        let mut inner = self.lock();
-        if let Some(fault) = inner.faults.take_route_fault(route, rand::random::<f64>()) {
-            return Err(fault);
+        if let Some(error) = injected_error {
+            return Err(error);
         }
         let token = bearer_token(headers)?;
         let owner = self.tokens.get(token).ok_or_else(ApiError::invalid_token)?;
+        let mut inner = self.lock();
         let (rate, burst) = (
             inner.settings.rate_limit_per_second,
             inner.settings.rate_limit_burst,
         );
         inner
             .buckets
-            .take(token, Instant::now(), rate, burst)
+            .take(token, route, Instant::now(), rate, burst)
             .map_err(ApiError::rate_limited)?;
         Ok(Caller {
             owner: owner.clone(),

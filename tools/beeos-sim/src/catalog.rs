@@ -63,6 +63,8 @@ pub struct Variant {
     pub model_primary: &'static str,
     /// Size recorded in the catalog part of `providerConfig`.
     pub size: &'static str,
+    /// Whether it deploys trial instances (`isTrial`, expiring `trialMs` after deploy).
+    pub trial: bool,
 }
 
 /// The model used when a deploy names none.
@@ -178,6 +180,15 @@ pub const VARIANTS: &[Variant] = &[
         provider_id: "default",
         model_primary: DEFAULT_MODEL,
         size: "small",
+        trial: false,
+    },
+    Variant {
+        id: "beeos-claw-trial",
+        agent_framework: "beeos-claw",
+        provider_id: "default",
+        model_primary: DEFAULT_MODEL,
+        size: "small",
+        trial: true,
     },
     Variant {
         id: "beeos-claw-large",
@@ -185,6 +196,7 @@ pub const VARIANTS: &[Variant] = &[
         provider_id: "default",
         model_primary: DEFAULT_MODEL,
         size: "large",
+        trial: false,
     },
     Variant {
         id: "openclaw-standard",
@@ -192,6 +204,7 @@ pub const VARIANTS: &[Variant] = &[
         provider_id: "openclaw-k8s",
         model_primary: DEFAULT_MODEL,
         size: "standard",
+        trial: false,
     },
     Variant {
         id: "device-agent-android",
@@ -199,6 +212,7 @@ pub const VARIANTS: &[Variant] = &[
         provider_id: "byod",
         model_primary: "autoglm-phone",
         size: "device",
+        trial: false,
     },
 ];
 

@@ -11,7 +11,8 @@ use crate::faults::Faults;
 pub struct SimConfig {
     /// Bearer token → owner id. A token not listed here gets 401 `invalid_token`.
     pub tokens: Vec<(String, String)>,
-    /// Lifecycle timings and rate limit; changeable at run time through `PUT /_sim/settings`.
+    /// Lifecycle timings, rate limit and trial length; changeable at run time through
+    /// `PUT /_sim/settings`.
     pub settings: Settings,
     /// Faults active from the start; replaceable at run time through `PUT /_sim/faults`.
     pub faults: Faults,
@@ -40,8 +41,8 @@ impl SimConfig {
     }
 }
 
-/// Lifecycle timings (milliseconds) and the per-token rate limit. JSON names are the camelCase
-/// ones of `PUT /_sim/settings`.
+/// Lifecycle timings (milliseconds), the rate limit per token and endpoint, and the trial
+/// length. JSON names are the camelCase ones of `PUT /_sim/settings`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Settings {
@@ -59,11 +60,16 @@ pub struct Settings {
     pub destroy_ms: u64,
     /// How long a `terminated` instance stays visible to get/list before it answers 404.
     pub terminated_retention_ms: u64,
-    /// Requests per second per token; `0` turns the rate limit off.
+    /// Requests per second per token and endpoint; `0` turns the rate limit off.
     pub rate_limit_per_second: f64,
-    /// Bucket size of the per-token rate limit (at least 1 is used).
+    /// Bucket size of the rate limit (at least 1 is used).
     pub rate_limit_burst: u32,
+    /// Lifetime of a trial instance: its `expiresAt` is this long after its deploy.
+    pub trial_ms: u64,
 }
+
+/// Default lifetime of a trial instance: 72 hours.
+pub const DEFAULT_TRIAL_MS: u64 = 72 * 60 * 60 * 1000;
 
 impl Default for Settings {
     /// Short timings that keep tests fast while every transition stays observable.
@@ -78,6 +84,7 @@ impl Default for Settings {
             terminated_retention_ms: 2000,
             rate_limit_per_second: 0.0,
             rate_limit_burst: 10,
+            trial_ms: DEFAULT_TRIAL_MS,
         }
     }
 }
@@ -95,6 +102,7 @@ pub struct SettingsPatch {
     pub terminated_retention_ms: Option<u64>,
     pub rate_limit_per_second: Option<f64>,
     pub rate_limit_burst: Option<u32>,
+    pub trial_ms: Option<u64>,
 }
 
 impl SettingsPatch {
@@ -120,6 +128,7 @@ impl SettingsPatch {
                 .rate_limit_per_second
                 .unwrap_or(s.rate_limit_per_second),
             rate_limit_burst: self.rate_limit_burst.unwrap_or(s.rate_limit_burst),
+            trial_ms: self.trial_ms.unwrap_or(s.trial_ms),
         })
     }
 }

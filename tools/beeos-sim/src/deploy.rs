@@ -22,6 +22,8 @@ pub struct NewInstance {
     pub name: String,
     /// The variant deployed, if any.
     pub variant_id: Option<String>,
+    /// Whether the variant deploys trial instances.
+    pub is_trial: bool,
     /// Agent framework (from the variant or the request).
     pub agent_framework: String,
     /// Provider (from the variant, the request, or the default).
@@ -129,6 +131,7 @@ pub fn parse(body: &[u8]) -> Result<NewInstance, ApiError> {
     Ok(NewInstance {
         name,
         variant_id: variant.map(|v| v.id.to_owned()),
+        is_trial: variant.is_some_and(|v| v.trial),
         agent_framework,
         provider_id: provider.id.to_owned(),
         os_type: provider.os_type.to_owned(),

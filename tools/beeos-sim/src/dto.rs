@@ -1,67 +1,93 @@
 //! Renders an instance as the contract's `InstanceDataDTO` at a given moment, with `apiKeys`
-//! stripped from `providerConfig`, and the admin view that adds what the API hides.
+//! stripped from `providerConfig`, and the admin view that adds what the API hides. The views
+//! borrow from the table and serialize straight from it: a page of 200 clones nothing.
 
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::store::{Instance, Status};
 
-/// RFC 3339 with milliseconds and `Z`, e.g. `2026-08-22T10:00:00.123Z`.
-pub fn timestamp(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+/// A moment, serialized as RFC 3339 with milliseconds and `Z`, e.g. `2026-08-22T10:00:00.123Z`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timestamp(pub SystemTime);
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_rfc3339_millis(self.0))
+    }
+}
+
+/// `providerConfig` as the API shows it: every key but `apiKeys`.
+#[derive(Clone, Copy, Debug)]
+struct WithoutApiKeys<'a>(&'a Map<String, Value>);
+
+impl Serialize for WithoutApiKeys<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let shown = self.0.iter().filter(|(k, _)| *k != "apiKeys");
+        let mut map = serializer.serialize_map(None)?;
+        for (key, value) in shown {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
 }
 
 /// The contract's `InstanceDataDTO`; required fields first, optional ones left out when empty.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct InstanceDto {
-    id: String,
-    owner_id: String,
-    agent_framework: String,
-    provider_id: String,
+pub struct InstanceDto<'a> {
+    id: &'a str,
+    owner_id: &'a str,
+    agent_framework: &'a str,
+    provider_id: &'a str,
     external_id: String,
-    os_type: String,
-    hosting_type: String,
-    cloud_provider: String,
-    name: String,
-    model_primary: String,
-    models: Vec<String>,
+    os_type: &'a str,
+    hosting_type: &'a str,
+    cloud_provider: &'a str,
+    name: &'a str,
+    model_primary: &'a str,
+    models: &'a [String],
     status: &'static str,
     desired_status: &'static str,
     endpoint: String,
-    bridge_id: String,
+    bridge_id: &'a str,
     identity_id: String,
     total_run_seconds: u64,
     connectivity: &'static str,
-    provider_config: Map<String, Value>,
+    provider_config: WithoutApiKeys<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     connectivity_reason: Option<&'static str>,
-    cluster_id: String,
-    region: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    halt_reason: Option<&'static str>,
+    cluster_id: &'a str,
+    region: &'a str,
     is_trial: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    system_prompt: Option<String>,
+    expires_at: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    mcp_servers: Option<Map<String, Value>>,
+    system_prompt: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    started_at: Option<String>,
+    mcp_servers: Option<&'a Map<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    stopped_at: Option<String>,
-    status_entered_at: String,
-    connectivity_updated_at: String,
+    started_at: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stopped_at: Option<Timestamp>,
+    status_entered_at: Timestamp,
+    connectivity_updated_at: Timestamp,
     ms_connection_status: &'static str,
-    ms_connection_updated_at: String,
-    created_at: String,
-    updated_at: String,
+    ms_connection_updated_at: Timestamp,
+    created_at: Timestamp,
+    updated_at: Timestamp,
 }
 
-impl InstanceDto {
+impl<'a> InstanceDto<'a> {
     /// `instance` as the API shows it at `now`.
-    pub fn of(instance: &Instance, now: SystemTime) -> Self {
+    pub fn of(instance: &'a Instance, now: SystemTime) -> Self {
         let status = instance.status(now);
-        let entered = timestamp(instance.status_entered_at(now));
+        let entered = Timestamp(instance.status_entered_at(now));
         let (connectivity, reason, ms_connection) = match status {
             Status::Running => ("online", None, "connected"),
             Status::Pending | Status::Provisioning => ("unknown", None, "unknown"),
@@ -70,42 +96,42 @@ impl InstanceDto {
             }
         };
         let spec = &instance.spec;
-        let mut provider_config = spec.provider_config.clone();
-        provider_config.remove("apiKeys");
         Self {
-            id: instance.id.clone(),
-            owner_id: instance.owner.clone(),
-            agent_framework: spec.agent_framework.clone(),
-            provider_id: spec.provider_id.clone(),
+            id: &instance.id,
+            owner_id: &instance.owner,
+            agent_framework: &spec.agent_framework,
+            provider_id: &spec.provider_id,
             external_id: instance.external_id(),
-            os_type: spec.os_type.clone(),
-            hosting_type: spec.hosting_type.clone(),
-            cloud_provider: spec.cloud_provider.clone(),
-            name: spec.name.clone(),
-            model_primary: spec.model_primary.clone(),
-            models: spec.models.clone(),
+            os_type: &spec.os_type,
+            hosting_type: &spec.hosting_type,
+            cloud_provider: &spec.cloud_provider,
+            name: &spec.name,
+            model_primary: &spec.model_primary,
+            models: &spec.models,
             status: status.as_str(),
-            desired_status: instance.desired().as_str(),
+            desired_status: instance.desired(now).as_str(),
             endpoint: instance.endpoint(),
-            bridge_id: spec.bridge_id.clone(),
+            bridge_id: &spec.bridge_id,
             identity_id: instance.identity_id(),
             total_run_seconds: instance.total_run_seconds(now),
             connectivity,
-            provider_config,
+            provider_config: WithoutApiKeys(&spec.provider_config),
             connectivity_reason: reason,
-            cluster_id: spec.cluster_id.clone(),
-            region: spec.region.clone(),
-            is_trial: false,
-            system_prompt: spec.system_prompt.clone(),
-            mcp_servers: spec.mcp_servers.clone(),
-            started_at: instance.last_entered(Status::Running, now).map(timestamp),
-            stopped_at: instance.last_entered(Status::Stopped, now).map(timestamp),
-            status_entered_at: entered.clone(),
-            connectivity_updated_at: entered.clone(),
+            halt_reason: instance.halt_reason(now),
+            cluster_id: &spec.cluster_id,
+            region: &spec.region,
+            is_trial: spec.is_trial,
+            expires_at: instance.expires_at.map(Timestamp),
+            system_prompt: spec.system_prompt.as_deref(),
+            mcp_servers: spec.mcp_servers.as_ref(),
+            started_at: instance.last_entered(Status::Running, now).map(Timestamp),
+            stopped_at: instance.last_entered(Status::Stopped, now).map(Timestamp),
+            status_entered_at: entered,
+            connectivity_updated_at: entered,
             ms_connection_status: ms_connection,
             ms_connection_updated_at: entered,
-            created_at: timestamp(instance.created_at),
-            updated_at: timestamp(instance.updated_at(now)),
+            created_at: Timestamp(instance.created_at),
+            updated_at: Timestamp(instance.updated_at(now)),
         }
     }
 }
@@ -114,29 +140,29 @@ impl InstanceDto {
 /// secret injection.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AdminInstance {
+pub struct AdminInstance<'a> {
     #[serde(flatten)]
-    dto: InstanceDto,
+    dto: InstanceDto<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    variant_id: Option<String>,
+    variant_id: Option<&'a str>,
     /// When destroy was accepted.
     #[serde(skip_serializing_if = "Option::is_none")]
-    destroyed_at: Option<String>,
+    destroyed_at: Option<Timestamp>,
     /// Terminated for longer than the retention: get/list answer 404 for it.
     expired: bool,
     /// The deploy body exactly as received, `apiKeys` included.
-    deploy_request: Value,
+    deploy_request: &'a Value,
 }
 
-impl AdminInstance {
+impl<'a> AdminInstance<'a> {
     /// `instance` for the admin view at `now`.
-    pub fn of(instance: &Instance, now: SystemTime, expired: bool) -> Self {
+    pub fn of(instance: &'a Instance, now: SystemTime, expired: bool) -> Self {
         Self {
             dto: InstanceDto::of(instance, now),
-            variant_id: instance.spec.variant_id.clone(),
-            destroyed_at: instance.destroyed_at.map(timestamp),
+            variant_id: instance.spec.variant_id.as_deref(),
+            destroyed_at: instance.destroyed_at.map(Timestamp),
             expired,
-            deploy_request: instance.spec.request.clone(),
+            deploy_request: &instance.spec.request,
         }
     }
 }
@@ -144,6 +170,8 @@ impl AdminInstance {
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
+
+    use serde_json::json;
 
     use super::*;
     use crate::config::Settings;
@@ -184,6 +212,39 @@ mod tests {
         assert_eq!(v["connectivity"], "unknown");
         assert_eq!(v["createdAt"], "2027-01-15T08:00:00.000Z");
         assert!(v.get("startedAt").is_none());
+        assert_eq!(v["isTrial"], false);
+        assert!(v.get("expiresAt").is_none() && v.get("haltReason").is_none());
+    }
+
+    #[test]
+    fn a_trial_shows_its_expiry_and_once_past_it_is_stopped_with_a_halt_reason() {
+        let spec = crate::deploy::parse(br#"{"name":"t","variantId":"beeos-claw-trial"}"#).unwrap();
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let settings = Settings {
+            trial_ms: 60_000,
+            ..Settings::default()
+        };
+        let i = Instance::deployed("inst_t".into(), "alice".into(), spec, t0, &settings);
+        let v = serde_json::to_value(InstanceDto::of(&i, t0)).unwrap();
+        assert_eq!(v["isTrial"], true);
+        assert_eq!(v["expiresAt"], "2027-01-15T08:01:00.000Z");
+        let later =
+            serde_json::to_value(InstanceDto::of(&i, t0 + Duration::from_secs(90))).unwrap();
+        assert_eq!(
+            (
+                &later["status"],
+                &later["desiredStatus"],
+                &later["connectivity"],
+                &later["haltReason"]
+            ),
+            (
+                &json!("stopped"),
+                &json!("stopped"),
+                &json!("offline"),
+                &json!("trial_expired")
+            )
+        );
+        assert_eq!(later["stoppedAt"], "2027-01-15T08:01:00.000Z");
     }
 
     #[test]

@@ -141,7 +141,17 @@ impl ApiError {
         )
     }
 
-    /// 404 for an instance that does not exist or is not the caller's; the code is
+    /// 403 `forbidden` for an instance of another owner: the contract's `Forbidden` response.
+    pub fn forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            "forbidden",
+            "Caller doesn't own the resource",
+        )
+    }
+
+    /// 404 for an instance that does not exist (or no longer: past its retention); the code is
     /// `agent_not_found` like the real API's shared NotFound response.
     pub fn instance_not_found() -> Self {
         Self::new(
@@ -187,6 +197,16 @@ impl ApiError {
         );
         e.retry_after = Some(retry_after_secs.max(1));
         e
+    }
+
+    /// 500 `internal_error` for a failure of the simulator itself (a handler that panicked).
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            "internal_error",
+            "internal error",
+        )
     }
 
     /// An injected server-side failure with the contract's code for `status`
@@ -244,14 +264,34 @@ impl ApiError {
     }
 }
 
-/// `{success:true, data}` with `status`.
+/// `{success:true, data}` with `status`, serialized at once (`data` may borrow from the table).
 pub fn success(status: StatusCode, data: impl Serialize) -> Response {
-    (status, Json(json!({ "success": true, "data": data }))).into_response()
+    #[derive(Serialize)]
+    struct Envelope<T> {
+        success: bool,
+        data: T,
+    }
+    let body = Envelope {
+        success: true,
+        data,
+    };
+    (status, Json(body)).into_response()
 }
 
-/// `{success:true, data, total}` with 200.
+/// `{success:true, data, total}` with 200, serialized at once.
 pub fn page(data: impl Serialize, total: usize) -> Response {
-    Json(json!({ "success": true, "data": data, "total": total })).into_response()
+    #[derive(Serialize)]
+    struct Page<T> {
+        success: bool,
+        data: T,
+        total: usize,
+    }
+    let body = Page {
+        success: true,
+        data,
+        total,
+    };
+    Json(body).into_response()
 }
 
 /// Renders a handler's result, attaching the request id to errors.

@@ -1,6 +1,7 @@
-//! Injected faults: per-route error answers (with a rate and an optional count), added latency on
-//! every contract route, and "drop the deploy response" after the instance is committed. Holds the
-//! admin JSON shape and the pure decisions; the random roll and the sleeping are the caller's.
+//! Injected faults: per-route faults (an error answer, a hold before the call is served, or both;
+//! with a rate and an optional count), added latency on every contract route, and "drop the deploy
+//! response" after the instance is committed. Holds the admin JSON shape and the pure decisions;
+//! the random roll and the sleeping are the caller's.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,7 +25,7 @@ pub struct Faults {
     /// Milliseconds added before every contract route answers.
     #[serde(default)]
     pub latency_ms: u64,
-    /// Error answers per route; routes not listed behave normally.
+    /// Faults per route; routes not listed behave normally.
     #[serde(default)]
     pub routes: BTreeMap<Route, RouteFault>,
     /// Commit deploys but never answer them.
@@ -32,16 +33,23 @@ pub struct Faults {
     pub drop_deploy_response: Option<DropDeployResponse>,
 }
 
-/// Fail a route with `status`, for a share `error_rate` of calls, `count` times (unlimited if `None`).
+/// For a share `error_rate` of a route's calls, `count` times (unlimited if `None`): hold the call
+/// `latency_ms` before serving it, then fail it with `status` if given. At least one of the two.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteFault {
-    /// Share of calls that fail, 0.0..=1.0 (default 1.0).
+    /// Share of calls the fault fires on, 0.0..=1.0 (default 1.0).
     #[serde(default = "always")]
     pub error_rate: f64,
-    /// One of [`FAULT_STATUSES`].
-    pub status: u16,
-    /// Failures left to inject; `None` is unlimited. Counts down as faults fire.
+    /// One of [`FAULT_STATUSES`]; without it the held call is then served normally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Milliseconds the call is held when the fault fires, before anything else happens to it
+    /// (before its token is checked, before a deploy is committed).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub latency_ms: u64,
+    /// Times left to fire; `None` is unlimited. Counts down as the fault fires, when the call
+    /// arrives (not when its hold ends).
     #[serde(default)]
     pub count: Option<u32>,
     /// Overrides the error code (e.g. `auth_transient` for a 503).
@@ -54,6 +62,19 @@ pub struct RouteFault {
 
 fn always() -> f64 {
     1.0
+}
+
+fn is_zero(ms: &u64) -> bool {
+    *ms == 0
+}
+
+/// What a fired route fault does to one call.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Injected {
+    /// How long to hold the call first.
+    pub hold: Duration,
+    /// The answer to give after the hold, instead of serving the call.
+    pub error: Option<ApiError>,
 }
 
 /// Commit the deploy, then give the client no answer at all.
@@ -97,11 +118,23 @@ impl Faults {
     /// Checks ranges and statuses; the message says what is wrong.
     pub fn validate(&self) -> Result<(), String> {
         for (route, fault) in &self.routes {
-            if !FAULT_STATUSES.contains(&fault.status) {
-                return Err(format!(
-                    "routes.{}.status must be one of {FAULT_STATUSES:?}",
-                    route.key()
-                ));
+            let key = route.key();
+            match fault.status {
+                Some(status) if !FAULT_STATUSES.contains(&status) => {
+                    return Err(format!(
+                        "routes.{key}.status must be one of {FAULT_STATUSES:?}"
+                    ));
+                }
+                Some(_) => {}
+                None if fault.latency_ms == 0 => {
+                    return Err(format!("routes.{key} needs a status, a latencyMs or both"));
+                }
+                None if fault.code.is_some() || fault.retry_after_seconds.is_some() => {
+                    return Err(format!(
+                        "routes.{key}: code and retryAfterSeconds need a status"
+                    ));
+                }
+                None => {}
             }
             if !(0.0..=1.0).contains(&fault.error_rate) {
                 return Err(format!(
@@ -113,9 +146,10 @@ impl Faults {
         Ok(())
     }
 
-    /// Decides whether this call of `route` fails. `roll` is uniform in `0.0..1.0`; a fault fires
-    /// when `roll < errorRate` and its count is not used up, and then uses one from the count.
-    pub fn take_route_fault(&mut self, route: Route, roll: f64) -> Option<ApiError> {
+    /// Decides whether the route fault of `route` fires on this call, as it arrives. `roll` is
+    /// uniform in `0.0..1.0`; a fault fires when `roll < errorRate` and its count is not used up,
+    /// and then uses one from the count.
+    pub fn take_route_fault(&mut self, route: Route, roll: f64) -> Option<Injected> {
         let fault = self.routes.get_mut(&route)?;
         if fault.count == Some(0) || roll >= fault.error_rate {
             return None;
@@ -123,17 +157,22 @@ impl Faults {
         if let Some(n) = fault.count.as_mut() {
             *n -= 1;
         }
-        // `validate` admits only FAULT_STATUSES, all valid status codes.
-        let status =
-            StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        Some(if status == StatusCode::TOO_MANY_REQUESTS {
-            let mut e = ApiError::rate_limited(fault.retry_after_seconds.unwrap_or(1));
-            if let Some(code) = &fault.code {
-                e.code.clone_from(code);
+        let error = fault.status.map(|status| {
+            // `validate` admits only FAULT_STATUSES, all valid status codes.
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let mut e = ApiError::rate_limited(fault.retry_after_seconds.unwrap_or(1));
+                if let Some(code) = &fault.code {
+                    e.code.clone_from(code);
+                }
+                e
+            } else {
+                ApiError::server_fault(status, fault.code.as_deref())
             }
-            e
-        } else {
-            ApiError::server_fault(status, fault.code.as_deref())
+        });
+        Some(Injected {
+            hold: Duration::from_millis(fault.latency_ms),
+            error,
         })
     }
 
@@ -179,7 +218,8 @@ pub fn parse_fault_flag(text: &str) -> Result<(Route, RouteFault), String> {
     }
     let fault = RouteFault {
         error_rate,
-        status,
+        status: Some(status),
+        latency_ms: 0,
         count,
         code: None,
         retry_after_seconds: None,
@@ -210,6 +250,13 @@ mod tests {
         assert_eq!(f.drop_deploy_response.unwrap().mode, DropMode::Reset);
     }
 
+    fn error(injected: Option<Injected>) -> ApiError {
+        injected
+            .expect("the fault fires")
+            .error
+            .expect("with an error")
+    }
+
     #[test]
     fn a_counted_fault_fires_count_times_then_stops() {
         let mut f = faults(r#"{"routes":{"get":{"status":500,"count":2}}}"#);
@@ -225,7 +272,7 @@ mod tests {
         let mut f = faults(r#"{"routes":{"get":{"status":503,"errorRate":0.25,"count":1}}}"#);
         assert!(f.take_route_fault(Route::Get, 0.5).is_none());
         assert_eq!(f.routes[&Route::Get].count, Some(1));
-        let e = f.take_route_fault(Route::Get, 0.1).unwrap();
+        let e = error(f.take_route_fault(Route::Get, 0.1));
         assert_eq!(
             (e.status.as_u16(), e.code.as_str()),
             (503, "agent_service_unavailable")
@@ -235,8 +282,34 @@ mod tests {
     #[test]
     fn an_injected_429_carries_retry_after() {
         let mut f = faults(r#"{"routes":{"list":{"status":429,"retryAfterSeconds":3}}}"#);
-        let e = f.take_route_fault(Route::List, 0.0).unwrap();
+        let e = error(f.take_route_fault(Route::List, 0.0));
         assert_eq!((e.code.as_str(), e.retry_after), ("rate_limited", Some(3)));
+    }
+
+    #[test]
+    fn a_counted_latency_fault_holds_count_calls_and_answers_nothing_itself() {
+        let mut f = faults(r#"{"routes":{"deploy":{"latencyMs":20000,"count":1}}}"#);
+        let held = f.take_route_fault(Route::Deploy, 0.0).unwrap();
+        assert_eq!(
+            held,
+            Injected {
+                hold: Duration::from_secs(20),
+                error: None
+            }
+        );
+        assert_eq!(f.take_route_fault(Route::Deploy, 0.0), None);
+        assert_eq!(f.take_route_fault(Route::Get, 0.0), None);
+        // A hold and an error together: held, then failed.
+        let mut f = faults(r#"{"routes":{"get":{"latencyMs":5,"status":504}}}"#);
+        let both = f.take_route_fault(Route::Get, 0.0).unwrap();
+        assert_eq!(both.hold, Duration::from_millis(5));
+        assert_eq!(both.error.unwrap().code, "service_timeout");
+        // Only the set fields are shown back.
+        let shown = serde_json::to_value(&f).unwrap();
+        assert_eq!(
+            shown["routes"]["get"],
+            serde_json::json!({"errorRate": 1.0, "status": 504, "latencyMs": 5, "count": null})
+        );
     }
 
     #[test]
@@ -249,6 +322,14 @@ mod tests {
         assert!(bad_rate.validate().is_err());
         assert!(serde_json::from_str::<Faults>(r#"{"routes":{"update":{"status":500}}}"#).is_err());
         assert!(serde_json::from_str::<Faults>(r#"{"latency":5}"#).is_err());
+        for idle in [
+            r#"{"routes":{"get":{"count":1}}}"#,
+            r#"{"routes":{"get":{"latencyMs":0}}}"#,
+            r#"{"routes":{"get":{"latencyMs":5,"code":"x"}}}"#,
+        ] {
+            let f: Faults = serde_json::from_str(idle).unwrap();
+            assert!(f.validate().is_err(), "{idle}");
+        }
     }
 
     #[test]
@@ -267,7 +348,7 @@ mod tests {
         let (route, fault) = parse_fault_flag("deploy:503").unwrap();
         assert_eq!(
             (route, fault.status, fault.error_rate, fault.count),
-            (Route::Deploy, 503, 1.0, None)
+            (Route::Deploy, Some(503), 1.0, None)
         );
         let (_, fault) = parse_fault_flag("get:500:0.5:3").unwrap();
         assert_eq!((fault.error_rate, fault.count), (0.5, Some(3)));

@@ -48,12 +48,15 @@ struct Args {
     /// How long `terminated` instances stay visible before 404.
     #[arg(long, value_name = "MS")]
     terminated_retention_ms: Option<u64>,
-    /// Per-token requests per second (0 = off, the default).
+    /// Requests per second per token and endpoint (0 = off, the default).
     #[arg(long, value_name = "N")]
     rate_limit_per_second: Option<f64>,
-    /// Per-token burst.
+    /// Burst per token and endpoint.
     #[arg(long, value_name = "N")]
     rate_limit_burst: Option<u32>,
+    /// Lifetime of a trial instance (default 72 h).
+    #[arg(long, value_name = "MS")]
+    trial_ms: Option<u64>,
     /// Faults to start with, as JSON in the shape of PUT /_sim/faults; the flags below add to it.
     #[arg(long, value_name = "PATH")]
     faults_file: Option<PathBuf>,
@@ -103,6 +106,7 @@ impl Args {
             terminated_retention_ms: self.terminated_retention_ms,
             rate_limit_per_second: self.rate_limit_per_second,
             rate_limit_burst: self.rate_limit_burst,
+            trial_ms: self.trial_ms,
         }
         .applied_to(&Settings::default())
         .map_err(anyhow::Error::msg)?;

@@ -1,6 +1,8 @@
 //! The instance table and the lifecycle. Each instance keeps a timeline of `(status, entered at)`
 //! entries, some of them in the future; its status at any moment is read from the timeline, so
 //! transitions need no background task. Every function takes `now`; nothing here reads a clock.
+//! The table keeps each owner's instances in list order, so a page costs one pass over that
+//! owner's instances and no sort.
 //!
 //! Transition rules (the real API documents none; these are the simulator's):
 //! - deploy: `pending` → `provisioning` → `running`, desired `running`.
@@ -11,6 +13,11 @@
 //!   `destroyMs`; visible to get/list for `terminatedRetentionMs` after that, then gone (404).
 //! - any other call is 409 `conflict`, except destroy of an instance already being destroyed or
 //!   terminated, which is 404: it is gone as far as the caller is concerned.
+//! - a trial instance not being destroyed at its `expiresAt` is stopped then (desired `stopped`,
+//!   `haltReason` `trial_expired`), and can never be started again. The end is read from the
+//!   timestamps like everything else, and written into the timeline by the next call that changes
+//!   the instance.
+//! - another owner's instance is 403; an unknown id, or one past its retention, is 404 for all.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -108,6 +115,18 @@ impl Action {
     }
 }
 
+/// Why an instance cannot be used by a caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// 404: no such id, or terminated for longer than the retention (for every caller).
+    NotFound,
+    /// 403: it exists, but another owner's.
+    Forbidden,
+}
+
+/// The `haltReason` of a trial instance stopped at its `expiresAt`.
+pub const TRIAL_EXPIRED: &str = "trial_expired";
+
 /// Why a lifecycle call was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -130,17 +149,27 @@ pub struct Instance {
     pub created_at: SystemTime,
     /// When destroy was accepted.
     pub destroyed_at: Option<SystemTime>,
+    /// `expiresAt` of a trial instance.
+    pub expires_at: Option<SystemTime>,
+    /// The name lower-cased once, for `search`.
+    folded_name: String,
     desired: Desired,
     desired_at: SystemTime,
-    timeline: Vec<(Status, SystemTime)>,
+    /// Whether the trial's end is written into the timeline (see [`Instance::due_trial_end`]).
+    trial_ended: bool,
+    timeline: Vec<Entry>,
 }
+
+/// A timeline entry: a status and when it is (or was) entered.
+type Entry = (Status, SystemTime);
 
 fn after(t: SystemTime, ms: u64) -> SystemTime {
     t + Duration::from_millis(ms)
 }
 
 impl Instance {
-    /// A freshly deployed instance: `pending` now, `provisioning` and `running` later.
+    /// A freshly deployed instance: `pending` now, `provisioning` and `running` later; a trial
+    /// one expires `trialMs` after now.
     pub fn deployed(
         id: String,
         owner: String,
@@ -152,11 +181,14 @@ impl Instance {
         Self {
             id,
             owner,
+            expires_at: spec.is_trial.then(|| after(now, s.trial_ms)),
+            folded_name: spec.name.to_lowercase(),
             spec,
             created_at: now,
             destroyed_at: None,
             desired: Desired::Running,
             desired_at: now,
+            trial_ended: false,
             timeline: vec![
                 (Status::Pending, now),
                 (Status::Provisioning, provisioning),
@@ -185,14 +217,51 @@ impl Instance {
         format!("https://rt-{}.sim.invalid", self.suffix())
     }
 
+    /// The trial's end, when it is due at `now` but not yet written into the timeline. An
+    /// instance whose destroy was accepted first is not stopped by its trial's end.
+    fn due_trial_end(&self, now: SystemTime) -> Option<SystemTime> {
+        self.expires_at
+            .filter(|end| !self.trial_ended && *end <= now && self.desired != Desired::Terminated)
+    }
+
+    /// The timeline as it stands at `now`: the stored entries, or, once a trial's end is due,
+    /// those up to the end and `stopped` at the end (unless it was stopped already).
+    fn timeline(&self, now: SystemTime) -> (&[Entry], Option<Entry>) {
+        let Some(end) = self.due_trial_end(now) else {
+            return (&self.timeline, None);
+        };
+        let kept = &self.timeline[..self.timeline.partition_point(|(_, at)| *at <= end)];
+        // A `stopped` entry is only ever reached with stopped desired: it is settled.
+        let stopped = kept.last().is_some_and(|(s, _)| *s == Status::Stopped);
+        (kept, (!stopped).then_some((Status::Stopped, end)))
+    }
+
+    /// The entries of [`Instance::timeline`], oldest first.
+    fn entries(&self, now: SystemTime) -> impl DoubleEndedIterator<Item = Entry> + Clone + '_ {
+        let (kept, end) = self.timeline(now);
+        kept.iter().copied().chain(end)
+    }
+
+    /// Writes a due trial end into the timeline, so calls from now on see a stopped instance.
+    fn end_trial_if_due(&mut self, now: SystemTime) {
+        let Some(end) = self.due_trial_end(now) else {
+            return;
+        };
+        let (kept, stop) = self.timeline(now);
+        let kept = kept.len();
+        self.timeline.truncate(kept);
+        self.timeline.extend(stop);
+        self.desired = Desired::Stopped;
+        self.desired_at = end;
+        self.trial_ended = true;
+    }
+
     /// The timeline entry in force at `now`.
     fn current(&self, now: SystemTime) -> (Status, SystemTime) {
-        self.timeline
-            .iter()
+        self.entries(now)
             .rev()
             .find(|(_, at)| *at <= now)
-            .or(self.timeline.first())
-            .copied()
+            .or(self.timeline.first().copied())
             .unwrap_or((Status::Pending, self.created_at))
     }
 
@@ -201,9 +270,18 @@ impl Instance {
         self.current(now).0
     }
 
-    /// `desiredStatus`.
-    pub fn desired(&self) -> Desired {
-        self.desired
+    /// `desiredStatus` at `now`.
+    pub fn desired(&self, now: SystemTime) -> Desired {
+        if self.due_trial_end(now).is_some() {
+            Desired::Stopped
+        } else {
+            self.desired
+        }
+    }
+
+    /// `haltReason` at `now`: set from a trial's end on.
+    pub fn halt_reason(&self, now: SystemTime) -> Option<&'static str> {
+        (self.trial_ended || self.due_trial_end(now).is_some()).then_some(TRIAL_EXPIRED)
     }
 
     /// `statusEnteredAt` at `now`.
@@ -213,27 +291,26 @@ impl Instance {
 
     /// When `status` was last entered, up to `now`.
     pub fn last_entered(&self, status: Status, now: SystemTime) -> Option<SystemTime> {
-        self.timeline
-            .iter()
+        self.entries(now)
             .rev()
             .find(|(s, at)| *s == status && *at <= now)
-            .map(|(_, at)| *at)
+            .map(|(_, at)| at)
     }
 
-    /// `updatedAt`: the later of the last status change and the last accepted call.
+    /// `updatedAt`: the latest of the last status change, the last accepted call and a trial's end.
     pub fn updated_at(&self, now: SystemTime) -> SystemTime {
-        self.status_entered_at(now).max(self.desired_at)
+        let desired_at = self.due_trial_end(now).unwrap_or(self.desired_at);
+        self.status_entered_at(now).max(desired_at)
     }
 
     /// `totalRunSeconds`: whole seconds spent `running` up to `now`.
     pub fn total_run_seconds(&self, now: SystemTime) -> u64 {
-        let ends = self.timeline.iter().skip(1).map(|(_, at)| *at).chain([now]);
+        let ends = self.entries(now).skip(1).map(|(_, at)| at).chain([now]);
         let run: Duration = self
-            .timeline
-            .iter()
+            .entries(now)
             .zip(ends)
             .filter(|((s, _), _)| *s == Status::Running)
-            .map(|((_, start), end)| end.min(now).duration_since(*start).unwrap_or_default())
+            .map(|((_, start), end)| end.min(now).duration_since(start).unwrap_or_default())
             .sum();
         run.as_secs()
     }
@@ -246,6 +323,7 @@ impl Instance {
 
     /// Applies a lifecycle call at `now`, or says why not.
     pub fn apply(&mut self, action: Action, now: SystemTime, s: &Settings) -> Result<(), Refusal> {
+        self.end_trial_if_due(now);
         let status = self.status(now);
         if self.desired == Desired::Terminated {
             return Err(match action {
@@ -255,6 +333,11 @@ impl Instance {
                     action.verb()
                 )),
             });
+        }
+        if self.trial_ended && action == Action::Start {
+            return Err(Refusal::Conflict(
+                "cannot start a trial instance that has expired".to_owned(),
+            ));
         }
         let settled = status == self.desired.met_by();
         match (action, status, settled) {
@@ -309,32 +392,44 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn matches(&self, i: &Instance, now: SystemTime) -> bool {
+    /// Whether `i` matches at `now`; `search` is the lower-cased [`Filter::search`].
+    fn matches(&self, i: &Instance, search: Option<&str>, now: SystemTime) -> bool {
         let eq = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
-        eq(&self.status, i.status(now).as_str())
-            && eq(&self.provider_id, &i.spec.provider_id)
+        eq(&self.provider_id, &i.spec.provider_id)
             && eq(&self.agent_framework, &i.spec.agent_framework)
             && eq(&self.cluster_id, &i.spec.cluster_id)
-            && self
-                .search
-                .as_deref()
-                .is_none_or(|q| i.spec.name.to_lowercase().contains(&q.to_lowercase()))
+            && search.is_none_or(|q| i.folded_name.contains(q))
+            && eq(&self.status, i.status(now).as_str())
     }
 }
 
-/// Every instance ever deployed, in deploy order.
+/// Every instance ever deployed, in deploy order, with an index by id and each owner's list order.
 #[derive(Debug, Default)]
 pub struct Store {
     instances: Vec<Instance>,
     by_id: HashMap<String, usize>,
+    /// Positions in `instances` of each owner's instances, ordered by `createdAt`, then `id`.
+    by_owner: HashMap<String, Vec<usize>>,
 }
 
 impl Store {
     /// Adds an instance and returns it.
     pub fn insert(&mut self, instance: Instance) -> &Instance {
         let at = self.instances.len();
-        self.by_id.insert(instance.id.clone(), at);
-        self.instances.push(instance);
+        let Self {
+            instances,
+            by_id,
+            by_owner,
+        } = self;
+        let order = by_owner.entry(instance.owner.clone()).or_default();
+        // Deploys come in creation order nearly always, so this is the end of the list; two
+        // deploys racing for the lock may come swapped.
+        let key = (instance.created_at, &instance.id);
+        let position =
+            order.partition_point(|&i| (instances[i].created_at, &instances[i].id) < key);
+        order.insert(position, at);
+        by_id.insert(instance.id.clone(), at);
+        instances.push(instance);
         &self.instances[at]
     }
 
@@ -343,16 +438,32 @@ impl Store {
         self.by_id.contains_key(id)
     }
 
-    /// `owner`'s instance `id`, unless it expired.
+    /// The position of instance `id`, unless it is unknown or past its retention.
+    fn position(&self, id: &str, now: SystemTime, s: &Settings) -> Option<usize> {
+        let at = *self.by_id.get(id)?;
+        (!self.instances[at].expired(now, retention(s))).then_some(at)
+    }
+
+    /// The position of `owner`'s instance `id`, or why the owner may not use it.
+    fn owned(&self, owner: &str, id: &str, now: SystemTime, s: &Settings) -> Result<usize, Denied> {
+        let at = self.position(id, now, s).ok_or(Denied::NotFound)?;
+        if self.instances[at].owner == owner {
+            Ok(at)
+        } else {
+            Err(Denied::Forbidden)
+        }
+    }
+
+    /// `owner`'s instance `id`.
     pub fn visible(
         &self,
         owner: &str,
         id: &str,
         now: SystemTime,
         s: &Settings,
-    ) -> Option<&Instance> {
-        let i = &self.instances[*self.by_id.get(id)?];
-        (i.owner == owner && !i.expired(now, retention(s))).then_some(i)
+    ) -> Result<&Instance, Denied> {
+        let at = self.owned(owner, id, now, s)?;
+        Ok(&self.instances[at])
     }
 
     /// Like [`Store::visible`], for a change.
@@ -362,13 +473,20 @@ impl Store {
         id: &str,
         now: SystemTime,
         s: &Settings,
-    ) -> Option<&mut Instance> {
-        let i = &mut self.instances[*self.by_id.get(id)?];
-        (i.owner == owner && !i.expired(now, retention(s))).then_some(i)
+    ) -> Result<&mut Instance, Denied> {
+        let at = self.owned(owner, id, now, s)?;
+        Ok(&mut self.instances[at])
+    }
+
+    /// Instance `id` whoever owns it, unless it is unknown or past its retention: the admin API
+    /// acts as the owner.
+    pub fn any_mut(&mut self, id: &str, now: SystemTime, s: &Settings) -> Option<&mut Instance> {
+        let at = self.position(id, now, s)?;
+        Some(&mut self.instances[at])
     }
 
     /// One page of `owner`'s visible instances matching `filter`, ordered by `createdAt` then
-    /// `id`, and the number of all matches.
+    /// `id`, and the number of all matches. One pass over the owner's instances, no sort.
     pub fn list(
         &self,
         owner: &str,
@@ -378,16 +496,25 @@ impl Store {
         now: SystemTime,
         s: &Settings,
     ) -> (Vec<&Instance>, usize) {
-        let mut matches: Vec<&Instance> = self
-            .instances
-            .iter()
-            .filter(|i| i.owner == owner && !i.expired(now, retention(s)) && filter.matches(i, now))
-            .collect();
-        matches.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
-        let total = matches.len();
+        let Some(order) = self.by_owner.get(owner) else {
+            return (Vec::new(), 0);
+        };
         let skip = usize::try_from(page.saturating_mul(page_size)).unwrap_or(usize::MAX);
         let take = usize::try_from(page_size).unwrap_or(usize::MAX);
-        (matches.into_iter().skip(skip).take(take).collect(), total)
+        let keep = retention(s);
+        let search = filter.search.as_deref().map(str::to_lowercase);
+        let mut items = Vec::with_capacity(take.min(order.len()));
+        let mut total = 0;
+        for instance in order.iter().map(|&at| &self.instances[at]) {
+            if instance.expired(now, keep) || !filter.matches(instance, search.as_deref(), now) {
+                continue;
+            }
+            if total >= skip && items.len() < take {
+                items.push(instance);
+            }
+            total += 1;
+        }
+        (items, total)
     }
 
     /// Every instance, expired ones included.
@@ -399,6 +526,7 @@ impl Store {
     pub fn clear(&mut self) {
         self.instances.clear();
         self.by_id.clear();
+        self.by_owner.clear();
     }
 }
 
@@ -460,7 +588,7 @@ mod tests {
         assert_eq!(i.status(at(399)), Status::Provisioning);
         assert_eq!(i.status(at(400)), Status::Running);
         assert_eq!(i.status_entered_at(at(5000)), at(400));
-        assert_eq!(i.desired(), Desired::Running);
+        assert_eq!(i.desired(at(0)), Desired::Running);
         assert_eq!(i.total_run_seconds(at(2399)), 1);
         assert_eq!(i.total_run_seconds(at(2400)), 2);
     }
@@ -494,7 +622,7 @@ mod tests {
         let mut i = deployed();
         i.apply(Action::Stop, at(1000), &s).unwrap();
         assert_eq!(
-            (i.status(at(1100)), i.desired()),
+            (i.status(at(1100)), i.desired(at(1100))),
             (Status::Running, Desired::Stopped)
         );
         assert!(
@@ -537,7 +665,7 @@ mod tests {
         let mut i = deployed();
         i.apply(Action::Destroy, at(1000), &s).unwrap();
         assert_eq!(
-            (i.status(at(1100)), i.desired()),
+            (i.status(at(1100)), i.desired(at(1100))),
             (Status::Running, Desired::Terminated)
         );
         assert_eq!(i.apply(Action::Destroy, at(1100), &s), Err(Refusal::Gone));
@@ -572,18 +700,173 @@ mod tests {
     }
 
     #[test]
-    fn store_hides_other_owners_and_expired_instances() {
+    fn another_owner_is_forbidden_and_unknown_or_expired_ids_are_not_found() {
         let s = settings();
         let mut store = Store::default();
         store.insert(deployed());
-        assert!(store.visible("alice", "inst_1", at(0), &s).is_some());
-        assert!(store.visible("bob", "inst_1", at(0), &s).is_none());
-        assert!(store.visible("alice", "inst_2", at(0), &s).is_none());
+        assert!(store.visible("alice", "inst_1", at(0), &s).is_ok());
+        assert_eq!(
+            store.visible("bob", "inst_1", at(0), &s).err(),
+            Some(Denied::Forbidden)
+        );
+        assert_eq!(
+            store.visible("alice", "inst_2", at(0), &s).err(),
+            Some(Denied::NotFound)
+        );
         let i = store.visible_mut("alice", "inst_1", at(0), &s).unwrap();
         i.apply(Action::Destroy, at(1000), &s).unwrap();
-        assert!(store.visible("alice", "inst_1", at(3199), &s).is_some());
-        assert!(store.visible("alice", "inst_1", at(3200), &s).is_none());
+        assert!(store.visible("alice", "inst_1", at(3199), &s).is_ok());
+        assert_eq!(
+            store.visible("bob", "inst_1", at(3199), &s).err(),
+            Some(Denied::Forbidden)
+        );
+        // Past the retention it is gone for everyone, its owner and the others alike.
+        for owner in ["alice", "bob"] {
+            assert_eq!(
+                store.visible(owner, "inst_1", at(3200), &s).err(),
+                Some(Denied::NotFound)
+            );
+        }
+        assert!(store.any_mut("inst_1", at(3199), &s).is_some());
+        assert!(store.any_mut("inst_1", at(3200), &s).is_none());
         assert_eq!(store.all().len(), 1);
+    }
+
+    #[test]
+    fn deploys_inserted_out_of_creation_order_are_listed_in_it() {
+        let s = settings();
+        let mut store = Store::default();
+        for (id, created) in [
+            ("inst_b", 10),
+            ("inst_c", 30),
+            ("inst_a", 10),
+            ("inst_0", 5),
+        ] {
+            store.insert(Instance::deployed(
+                id.into(),
+                "alice".into(),
+                spec(id),
+                at(created),
+                &s,
+            ));
+        }
+        let (page, total) = store.list("alice", &Filter::default(), 0, 10, at(100), &s);
+        let ids: Vec<_> = page.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(
+            (ids, total),
+            (vec!["inst_0", "inst_a", "inst_b", "inst_c"], 4)
+        );
+        assert_eq!(
+            store.list("bob", &Filter::default(), 0, 10, at(100), &s).1,
+            0
+        );
+    }
+
+    fn trial(s: &Settings) -> Instance {
+        let spec = crate::deploy::parse(br#"{"name":"t","variantId":"beeos-claw-trial"}"#).unwrap();
+        Instance::deployed("inst_t".into(), "alice".into(), spec, at(0), s)
+    }
+
+    fn trial_settings() -> Settings {
+        Settings {
+            trial_ms: 10_000,
+            ..settings()
+        }
+    }
+
+    #[test]
+    fn a_running_trial_stops_at_its_expiry_and_cannot_be_started() {
+        let s = trial_settings();
+        let mut i = trial(&s);
+        assert_eq!(i.expires_at, Some(at(10_000)));
+        assert_eq!(
+            (
+                i.status(at(9_999)),
+                i.desired(at(9_999)),
+                i.halt_reason(at(9_999))
+            ),
+            (Status::Running, Desired::Running, None)
+        );
+        let ended = (
+            i.status(at(10_000)),
+            i.desired(at(10_000)),
+            i.halt_reason(at(10_000)),
+        );
+        assert_eq!(
+            ended,
+            (Status::Stopped, Desired::Stopped, Some(TRIAL_EXPIRED))
+        );
+        assert_eq!(i.status_entered_at(at(20_000)), at(10_000));
+        assert_eq!(i.updated_at(at(20_000)), at(10_000));
+        // Ran from 400 ms to 10 s, then never again.
+        assert_eq!(i.total_run_seconds(at(10_000)), 9);
+        assert_eq!(i.total_run_seconds(at(50_000)), 9);
+        // The next call writes the end into the timeline; the view stays the same.
+        assert!(matches!(
+            i.apply(Action::Start, at(20_000), &s),
+            Err(Refusal::Conflict(m)) if m.contains("expired")
+        ));
+        assert!(conflict(i.apply(Action::Stop, at(20_000), &s)));
+        assert_eq!(
+            (
+                i.status(at(20_000)),
+                i.desired(at(20_000)),
+                i.halt_reason(at(20_000))
+            ),
+            (Status::Stopped, Desired::Stopped, Some(TRIAL_EXPIRED))
+        );
+        assert_eq!(
+            i.last_entered(Status::Stopped, at(20_000)),
+            Some(at(10_000))
+        );
+        i.apply(Action::Destroy, at(20_000), &s).unwrap();
+        assert_eq!(i.status(at(20_200)), Status::Terminated);
+    }
+
+    #[test]
+    fn a_trial_ends_mid_transition_and_a_stopped_one_stays_as_it_was() {
+        let s = trial_settings();
+        // Stopping when the trial ends: stopped at the end, not at the stop's own time.
+        let mut stopping = trial(&s);
+        stopping.apply(Action::Stop, at(9_900), &s).unwrap();
+        assert_eq!(stopping.status_entered_at(at(10_500)), at(10_000));
+        // Already stopped: it keeps its stop time, and gains the halt reason.
+        let mut stopped = trial(&s);
+        stopped.apply(Action::Stop, at(5_000), &s).unwrap();
+        assert_eq!(stopped.status_entered_at(at(10_500)), at(5_200));
+        assert_eq!(stopped.halt_reason(at(10_500)), Some(TRIAL_EXPIRED));
+        // Starting when the trial ends: the start is cut short.
+        stopped.apply(Action::Start, at(9_900), &s).unwrap();
+        assert_eq!(
+            (stopped.status(at(10_050)), stopped.desired(at(10_050))),
+            (Status::Stopped, Desired::Stopped)
+        );
+    }
+
+    #[test]
+    fn a_trial_destroyed_before_its_expiry_is_not_stopped_by_it() {
+        let s = trial_settings();
+        let mut i = trial(&s);
+        i.apply(Action::Destroy, at(5_000), &s).unwrap();
+        assert_eq!(
+            (
+                i.status(at(11_000)),
+                i.desired(at(11_000)),
+                i.halt_reason(at(11_000))
+            ),
+            (Status::Terminated, Desired::Terminated, None)
+        );
+    }
+
+    #[test]
+    fn instances_that_are_not_trials_never_expire() {
+        let i = deployed();
+        assert_eq!(i.expires_at, None);
+        let much_later = at(1_000_000_000);
+        assert_eq!(
+            (i.status(much_later), i.halt_reason(much_later)),
+            (Status::Running, None)
+        );
     }
 
     #[test]

@@ -311,26 +311,38 @@ async fn missing_and_unknown_tokens_get_401() {
 }
 
 #[tokio::test]
-async fn another_owners_instance_is_invisible() {
-    let h = start().await;
+async fn another_owners_instance_is_forbidden_on_every_call_and_never_listed() {
+    // Instant transitions and no retention: a destroyed instance is gone as soon as destroyed.
+    let h = start_with(Settings {
+        pending_ms: 0,
+        provisioning_ms: 0,
+        destroy_ms: 0,
+        terminated_retention_ms: 0,
+        ..Settings::default()
+    })
+    .await;
     let id = h.client.deploy(ALICE, "alices").await["id"]
         .as_str()
         .unwrap()
         .to_owned();
     h.client.deploy(BOB, "bobs").await;
     let path = format!("/api/v1/instances/{id}");
-    h.client
-        .get(&path, BOB)
-        .await
-        .assert_error(404, "agent_not_found");
+    let mut answers = vec![h.client.get(&path, BOB).await];
     for action in ["start", "stop", "restart"] {
-        h.client
-            .post(&format!("{path}/{action}"), BOB)
-            .await
-            .assert_error(404, "agent_not_found");
+        answers.push(h.client.post(&format!("{path}/{action}"), BOB).await);
     }
+    answers.push(h.client.call(Method::DELETE, &path, Some(BOB), None).await);
+    for answer in &answers {
+        answer.assert_error(403, "forbidden");
+        assert_eq!(answer.body["error"]["type"], "permission_error");
+        assert_eq!(
+            answer.body["error"]["message"],
+            "Caller doesn't own the resource"
+        );
+    }
+    // An id nobody has is still 404.
     h.client
-        .call(Method::DELETE, &path, Some(BOB), None)
+        .get("/api/v1/instances/inst_nobodys", BOB)
         .await
         .assert_error(404, "agent_not_found");
     let bobs = h.client.get("/api/v1/instances?search=alices", BOB).await;
@@ -341,9 +353,30 @@ async fn another_owners_instance_is_invisible() {
     // Alice still sees hers, untouched by bob's calls.
     let hers = h.client.instance(ALICE, &id).await;
     assert_eq!(
-        (hers.status, &hers.data()["desiredStatus"]),
-        (StatusCode::OK, &json!("running"))
+        (
+            hers.status,
+            &hers.data()["status"],
+            &hers.data()["desiredStatus"]
+        ),
+        (StatusCode::OK, &json!("running"), &json!("running"))
     );
+
+    // Past its retention, it is 404 for everyone: its owner and the others alike.
+    let destroyed = h
+        .client
+        .call(Method::DELETE, &path, Some(ALICE), None)
+        .await;
+    assert_eq!(destroyed.status, StatusCode::OK);
+    for token in [ALICE, BOB] {
+        h.client
+            .get(&path, token)
+            .await
+            .assert_error(404, "agent_not_found");
+        h.client
+            .post(&format!("{path}/start"), token)
+            .await
+            .assert_error(404, "agent_not_found");
+    }
 }
 
 #[tokio::test]

@@ -1,15 +1,25 @@
 //! Faults and the rate limit over HTTP: route errors with counts and rates, injected 429 with
-//! `Retry-After`, added latency, the per-token rate limit, and deploys whose answer is lost
-//! (`reset` and `timeout`) while the instance is created all the same.
+//! `Retry-After`, added latency (global, and per route with a count), the rate limit per token
+//! and endpoint, and deploys whose answer is lost (`reset` and `timeout`) while the instance is
+//! created all the same.
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use beeos_sim::{Faults, Route, RouteFault, SimConfig, Simulator};
-use common::{ALICE, BOB, Client, start, wait_until};
+use common::{ALICE, BOB, Client, start, time, wait_until};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+const WITHIN: Duration = Duration::from_secs(10);
+
+/// Calls of `route` the simulator has counted.
+async fn calls(client: &Client, route: &str) -> u64 {
+    let calls = client.admin(Method::GET, "/_sim/calls", None).await.body;
+    calls["routes"][route].as_u64().expect("a count")
+}
 
 fn retry_after(answer: &common::Answer) -> u64 {
     answer.headers["retry-after"]
@@ -134,9 +144,102 @@ async fn added_latency_delays_every_contract_route_but_not_the_admin_api() {
             began.elapsed()
         );
     }
+    // Ten minutes of latency: an admin call held by it would hit the client's 10 s timeout.
+    h.client.put_faults(json!({"latencyMs": 600_000})).await;
+    let calls = h.client.admin(Method::GET, "/_sim/calls", None).await;
+    assert_eq!(calls.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_counted_deploy_hold_delays_only_the_first_deploy_and_nothing_else() {
+    let h = start().await;
+    h.client
+        .put_faults(json!({"routes": {"deploy": {"latencyMs": 600_000, "count": 1}}}))
+        .await;
+    let client = h.client.clone();
+    let held = tokio::spawn(async move {
+        client
+            .try_call(
+                Method::POST,
+                "/api/v1/instances",
+                Some(ALICE),
+                Some(json!({"name": "held", "variantId": "beeos-claw-small"})),
+            )
+            .await
+    });
+    wait_until("the first deploy to arrive", WITHIN, || async {
+        (calls(&h.client, "deploy").await == 1).then_some(())
+    })
+    .await;
+
+    // The count is used up: the second deploy, and every other call, is served at once (a hold
+    // of ten minutes would run into the client's 10 s timeout).
+    let second = h.client.deploy(ALICE, "second").await;
+    let got = h
+        .client
+        .instance(ALICE, second["id"].as_str().unwrap())
+        .await;
+    assert_eq!(got.status, StatusCode::OK);
+    let listed = h.client.get("/api/v1/instances", ALICE).await;
+    assert_eq!(listed.body["total"], 1);
+    // The held deploy is not committed yet: only the second is in the table.
+    let rows = h.client.admin_instances().await;
+    let names: Vec<_> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["second"]);
+    assert!(!held.is_finished());
+    let faults = h.client.admin(Method::GET, "/_sim/faults", None).await.body;
+    assert_eq!(faults["routes"]["deploy"]["count"], 0);
+    held.abort();
+}
+
+#[tokio::test]
+async fn a_held_deploy_is_committed_after_its_hold_even_when_the_client_hung_up() {
+    let h = start().await;
+    h.client
+        .put_faults(json!({"routes": {"deploy": {"latencyMs": 300, "count": 1}}}))
+        .await;
+    let body = json!({"name": "abandoned", "variantId": "beeos-claw-small"}).to_string();
+    let sent = SystemTime::now();
+    let mut stream = tokio::net::TcpStream::connect(h.sim.addr()).await.unwrap();
+    let request = format!(
+        "POST /api/v1/instances HTTP/1.1\r\nhost: sim\r\nauthorization: Bearer {ALICE}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    // Counted means read and admitted to its hold; then the client goes away.
+    wait_until("the deploy to arrive", WITHIN, || async {
+        (calls(&h.client, "deploy").await == 1).then_some(())
+    })
+    .await;
+    drop(stream);
+
+    let row = wait_until("the held deploy to be committed", WITHIN, || async {
+        h.client.admin_instances().await.first().cloned()
+    })
+    .await;
+    assert_eq!(row["name"], "abandoned");
+    // Committed after the hold, not when the call arrived.
+    let held_for = time(&row["createdAt"]).duration_since(sent).unwrap();
+    assert!(held_for >= Duration::from_millis(300), "{held_for:?}");
+}
+
+#[tokio::test]
+async fn a_route_hold_can_end_in_an_error_and_other_routes_are_not_held() {
+    let h = start().await;
+    h.client
+        .put_faults(json!({"routes": {"get": {"latencyMs": 300, "status": 504, "count": 1}}}))
+        .await;
     let began = Instant::now();
-    h.client.admin(Method::GET, "/_sim/calls", None).await;
-    assert!(began.elapsed() < Duration::from_millis(300));
+    h.client
+        .get("/api/v1/instances/inst_x", ALICE)
+        .await
+        .assert_error(504, "service_timeout");
+    assert!(began.elapsed() >= Duration::from_millis(300));
+    h.client
+        .get("/api/v1/instances/inst_x", ALICE)
+        .await
+        .assert_error(404, "agent_not_found");
 }
 
 #[tokio::test]
@@ -161,16 +264,10 @@ async fn the_rate_limit_answers_429_with_retry_after_per_token() {
         h.client.get("/api/v1/providers", BOB).await.status,
         StatusCode::OK
     );
-    let began = Instant::now();
-    wait_until(
-        "alice's bucket to refill",
-        Duration::from_secs(5),
-        || async {
-            (h.client.get("/api/v1/providers", ALICE).await.status == StatusCode::OK).then_some(())
-        },
-    )
+    wait_until("alice's bucket to refill", WITHIN, || async {
+        (h.client.get("/api/v1/providers", ALICE).await.status == StatusCode::OK).then_some(())
+    })
     .await;
-    assert!(began.elapsed() <= Duration::from_secs(wait) + Duration::from_millis(500));
     // Off again: no limit.
     h.client
         .put_settings(json!({"rateLimitPerSecond": 0}))
@@ -181,6 +278,51 @@ async fn the_rate_limit_answers_429_with_retry_after_per_token() {
             StatusCode::OK
         );
     }
+}
+
+#[tokio::test]
+async fn a_burst_on_one_endpoint_leaves_the_budget_of_the_others_alone() {
+    let h = start().await;
+    // One token back every 10,000 s: nothing refills during the test.
+    h.client
+        .put_settings(json!({"rateLimitPerSecond": 0.0001, "rateLimitBurst": 2}))
+        .await;
+    for _ in 0..2 {
+        assert_eq!(
+            h.client.get("/api/v1/instances", ALICE).await.status,
+            StatusCode::OK
+        );
+    }
+    let limited = h.client.get("/api/v1/instances", ALICE).await;
+    limited.assert_error(429, "rate_limited");
+    assert_eq!(retry_after(&limited), 10_000);
+    // Every other endpoint still has its whole burst for alice.
+    let id = h.client.deploy(ALICE, "a").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for path in [
+        format!("/api/v1/instances/{id}"),
+        "/api/v1/providers".to_owned(),
+        "/api/v1/deploy/models".to_owned(),
+    ] {
+        for _ in 0..2 {
+            assert_eq!(
+                h.client.get(&path, ALICE).await.status,
+                StatusCode::OK,
+                "{path}"
+            );
+        }
+        h.client
+            .get(&path, ALICE)
+            .await
+            .assert_error(429, "rate_limited");
+    }
+    // And the list is still refused: its bucket did not borrow from the others.
+    h.client
+        .get("/api/v1/instances", ALICE)
+        .await
+        .assert_error(429, "rate_limited");
 }
 
 #[tokio::test]
@@ -290,7 +432,8 @@ async fn faults_given_in_the_config_are_active_from_the_start() {
         Route::Get,
         RouteFault {
             error_rate: 1.0,
-            status: 504,
+            status: Some(504),
+            latency_ms: 0,
             count: Some(1),
             code: None,
             retry_after_seconds: None,

@@ -1,6 +1,7 @@
 //! Lifecycle over HTTP: deploy, stop, start, restart and destroy move through the documented
 //! statuses at the configured times; calls the state does not allow get 409; terminated
-//! instances stay visible for the retention, then answer 404.
+//! instances stay visible for the retention, then answer 404; trial instances stop at their
+//! expiry; the admin API stops, starts and destroys behind the caller's back.
 
 mod common;
 
@@ -332,4 +333,164 @@ async fn total_run_seconds_counts_only_running_time() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let later = h.client.instance(ALICE, &id).await.data().clone();
     assert_eq!(later["totalRunSeconds"].as_u64(), Some(frozen));
+}
+
+/// Polls the admin table (which counts no calls) until instance `id` has `status`.
+async fn wait_for_admin_status(client: &Client, id: &str, want: &str) -> Value {
+    wait_until(&format!("{id} to be {want}"), WITHIN, || async {
+        client
+            .admin_instances()
+            .await
+            .into_iter()
+            .find(|row| row["id"] == id && row["status"] == want)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn admin_stop_start_and_destroy_act_as_the_owner_without_counting_or_limits() {
+    let h = start_with(Settings {
+        pending_ms: 0,
+        provisioning_ms: 0,
+        ..Settings::default()
+    })
+    .await;
+    let id = h.client.deploy(ALICE, "behind-its-back").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_for_admin_status(&h.client, &id, "running").await;
+    // Everything that could stand in the way of an API call: ten minutes of latency, failing
+    // lifecycle routes and a rate limit with nothing left to give.
+    h.client
+        .put_faults(json!({"latencyMs": 600_000, "routes": {
+            "stop": {"status": 503}, "start": {"status": 503}, "destroy": {"status": 503}}}))
+        .await;
+    h.client
+        .put_settings(json!({"rateLimitPerSecond": 0.0001, "rateLimitBurst": 1}))
+        .await;
+    let path = format!("/_sim/instances/{id}");
+
+    let stopping = h
+        .client
+        .admin(Method::POST, &format!("{path}/stop"), None)
+        .await;
+    assert_eq!(stopping.status, StatusCode::OK, "{:#}", stopping.body);
+    assert_eq!(stopping.body["desiredStatus"], "stopped");
+    assert_eq!(stopping.body["ownerId"], "alice");
+    wait_for_admin_status(&h.client, &id, "stopped").await;
+    // The lifecycle's rules hold for the admin too.
+    h.client
+        .admin(Method::POST, &format!("{path}/stop"), None)
+        .await
+        .assert_error(409, "conflict");
+
+    let starting = h
+        .client
+        .admin(Method::POST, &format!("{path}/start"), None)
+        .await;
+    assert_eq!(starting.status, StatusCode::OK, "{:#}", starting.body);
+    assert_eq!(starting.body["desiredStatus"], "running");
+    wait_for_admin_status(&h.client, &id, "running").await;
+
+    let destroying = h.client.admin(Method::DELETE, &path, None).await;
+    assert_eq!(destroying.status, StatusCode::OK, "{:#}", destroying.body);
+    assert_eq!(destroying.body["desiredStatus"], "terminated");
+    wait_for_admin_status(&h.client, &id, "terminated").await;
+    h.client
+        .admin(Method::DELETE, &path, None)
+        .await
+        .assert_error(404, "agent_not_found");
+    h.client
+        .admin(Method::POST, "/_sim/instances/inst_nobodys/stop", None)
+        .await
+        .assert_error(404, "agent_not_found");
+
+    // Only the deploy ever counted as an API call.
+    let calls = h.client.admin(Method::GET, "/_sim/calls", None).await.body;
+    assert_eq!(calls["total"], 1, "{calls:#}");
+
+    // The owner sees what the admin did.
+    h.client.put_faults(json!({})).await;
+    h.client
+        .put_settings(json!({"rateLimitPerSecond": 0}))
+        .await;
+    let seen = h.client.instance(ALICE, &id).await;
+    assert_eq!(
+        (&seen.data()["status"], &seen.data()["desiredStatus"]),
+        (&json!("terminated"), &json!("terminated"))
+    );
+    assert!(seen.data()["stoppedAt"].is_string());
+}
+
+#[tokio::test]
+async fn a_trial_instance_stops_at_its_expiry_with_a_halt_reason_and_cannot_start() {
+    let h = start_with(Settings {
+        pending_ms: 0,
+        provisioning_ms: 0,
+        ..Settings::default()
+    })
+    .await;
+    let defaults = h
+        .client
+        .admin(Method::GET, "/_sim/settings", None)
+        .await
+        .body;
+    assert_eq!(defaults["trialMs"], 72 * 3600 * 1000);
+    let settings = h.client.put_settings(json!({"trialMs": 500})).await;
+    assert_eq!(settings["trialMs"], 500);
+
+    let trial = h
+        .client
+        .deploy_body(
+            ALICE,
+            json!({"name": "trial", "variantId": "beeos-claw-trial"}),
+        )
+        .await;
+    assert_eq!(trial.status, StatusCode::CREATED);
+    let trial = trial.data().clone();
+    assert_eq!(trial["isTrial"], true);
+    assert_eq!(
+        time(&trial["expiresAt"])
+            .duration_since(time(&trial["createdAt"]))
+            .unwrap(),
+        Duration::from_millis(500)
+    );
+    assert!(trial.get("haltReason").is_none());
+    let regular = h.client.deploy(ALICE, "regular").await;
+    assert_eq!(regular["isTrial"], false);
+    assert!(regular.get("expiresAt").is_none());
+
+    let id = trial["id"].as_str().unwrap();
+    let expired = wait_for_status(&h.client, id, "stopped").await;
+    assert_eq!(expired["desiredStatus"], "stopped");
+    assert_eq!(expired["connectivity"], "offline");
+    assert_eq!(expired["haltReason"], "trial_expired");
+    assert_eq!(expired["stoppedAt"], trial["expiresAt"]);
+    let start = h
+        .client
+        .post(&format!("/api/v1/instances/{id}/start"), ALICE)
+        .await;
+    start.assert_error(409, "conflict");
+    // A later read is the same: the end of the trial is now part of its history.
+    let again = h.client.instance(ALICE, id).await.data().clone();
+    assert_eq!(
+        (
+            &again["status"],
+            &again["haltReason"],
+            &again["totalRunSeconds"]
+        ),
+        (
+            &json!("stopped"),
+            &json!("trial_expired"),
+            &expired["totalRunSeconds"]
+        )
+    );
+    // The regular instance runs on.
+    let regular = h
+        .client
+        .instance(ALICE, regular["id"].as_str().unwrap())
+        .await;
+    assert_eq!(regular.data()["status"], "running");
+    assert!(regular.data().get("haltReason").is_none());
 }
