@@ -80,6 +80,18 @@ bench: testbins ## Benchmarks (medians): control plane start, simulator throughp
 	$(CARGO) run $(CARGO_FLAGS) --quiet --release -p beeos-sim --example bench
 	$(CARGO) bench $(CARGO_FLAGS) --profile dev --bench operator
 
+# `make bench-scale N=1000 RATE=10`: any of N, RATE, STEADY_POLL, WINDOW, PHASES (see benches/scale.rs).
+N ?= 10000
+RATE ?= 0
+STEADY_POLL ?= 60s
+WINDOW ?= 180s
+PHASES ?= all
+.PHONY: bench-scale
+bench-scale: testbins ## The operator at N resources (default 10000): calls, writes, CPU, memory, freshness, restart
+	$(CARGO) build $(CARGO_FLAGS) --release -p beeos-operator -p beeos-sim --bins
+	N=$(N) RATE=$(RATE) STEADY_POLL=$(STEADY_POLL) WINDOW=$(WINDOW) PHASES=$(PHASES) \
+	  $(CARGO) bench $(CARGO_FLAGS) --bench scale
+
 .PHONY: demo
 demo: ## Control plane + simulator + operator + examples on this machine, until Ctrl-C
 	tools/demo.sh

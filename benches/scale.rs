@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use beeos_operator::crd::{BeeosInstance, INSTANCE_ID_ANNOTATION, condition};
 use futures::StreamExt;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -42,7 +42,8 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Result<Settings> {
-        let var = |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
+        let var =
+            |name: &str, default: &str| std::env::var(name).unwrap_or_else(|_| default.into());
         Ok(Settings {
             n: var("N", "10000").parse().context("N")?,
             rate: var("RATE", "0").parse().context("RATE")?,
@@ -61,7 +62,9 @@ fn release_binary(name: &str) -> PathBuf {
 }
 
 fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Counters read at one moment.
@@ -156,7 +159,10 @@ impl Bench {
             .request_text(http::Request::get("/metrics").body(Vec::new())?)
             .await?;
         let mut requests = BTreeMap::new();
-        for line in metrics.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        for line in metrics
+            .lines()
+            .filter(|l| l.starts_with("apiserver_request_total{"))
+        {
             let label = |name: &str| {
                 line.split(&format!("{name}=\""))
                     .nth(1)
@@ -164,7 +170,12 @@ impl Bench {
                     .unwrap_or_default()
                     .to_owned()
             };
-            let value: f64 = line.rsplit(' ').next().unwrap_or("0").parse().unwrap_or(0.0);
+            let value: f64 = line
+                .rsplit(' ')
+                .next()
+                .unwrap_or("0")
+                .parse()
+                .unwrap_or(0.0);
             let subresource = label("subresource");
             let target = if subresource.is_empty() {
                 label("resource")
@@ -210,13 +221,15 @@ impl Bench {
         let after_name = stat.rsplit(')').next()?;
         let fields: Vec<&str> = after_name.split_whitespace().collect();
         // Fields 14 and 15 of /proc/PID/stat; after the name, indexes 11 and 12.
-        let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
         Some(ticks / clock_ticks())
     }
 
     /// The operator's resident memory in MiB.
     fn operator_rss(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.operator_pid()?)).ok()?;
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.operator_pid()?)).ok()?;
         let kib: f64 = status
             .lines()
             .find(|l| l.starts_with("VmRSS:"))?
@@ -249,7 +262,10 @@ impl Bench {
             &release_binary("beeos-operator"),
             &args,
             &[
-                ("KUBECONFIG", &self.control_plane.kubeconfig_path().display().to_string()),
+                (
+                    "KUBECONFIG",
+                    &self.control_plane.kubeconfig_path().display().to_string(),
+                ),
                 ("BEEOS_TOKEN", TOKEN),
                 ("RUST_LOG", "info"),
             ],
@@ -260,7 +276,11 @@ impl Bench {
     }
 
     fn ready_count(&self) -> usize {
-        self.resources.state().iter().filter(|r| is_ready(r)).count()
+        self.resources
+            .state()
+            .iter()
+            .filter(|r| is_ready(r))
+            .count()
     }
 }
 
@@ -312,7 +332,10 @@ async fn main() -> Result<()> {
     );
     for binary in ["beeos-operator", "beeos-sim"] {
         if !release_binary(binary).is_file() {
-            bail!("{} is missing: `make bench-scale` builds it", release_binary(binary).display());
+            bail!(
+                "{} is missing: `make bench-scale` builds it",
+                release_binary(binary).display()
+            );
         }
     }
     let control_plane = tokio::task::spawn_blocking(ControlPlane::start).await??;
@@ -321,7 +344,11 @@ async fn main() -> Result<()> {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/beeos.ai_beeosinstances.yaml"),
     )?)?;
     Api::<CustomResourceDefinition>::all(client.clone())
-        .patch(&crd.name_any(), &PatchParams::apply("bench").force(), &Patch::Apply(&crd))
+        .patch(
+            &crd.name_any(),
+            &PatchParams::apply("bench").force(),
+            &Patch::Apply(&crd),
+        )
         .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -345,7 +372,12 @@ async fn main() -> Result<()> {
     )?;
     let http = reqwest::Client::new();
     let started = Instant::now();
-    while http.get(format!("{sim_url}/_sim/calls")).send().await.is_err() {
+    while http
+        .get(format!("{sim_url}/_sim/calls"))
+        .send()
+        .await
+        .is_err()
+    {
         if started.elapsed() > Duration::from_secs(30) {
             bail!("the simulator did not start");
         }
@@ -355,7 +387,9 @@ async fn main() -> Result<()> {
     let namespaces: Vec<String> = (0..NAMESPACES).map(|i| format!("scale-{i}")).collect();
     for namespace in &namespaces {
         let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}}))?;
-        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await?;
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &ns)
+            .await?;
         let secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": "beeos-token"}, "stringData": {"token": TOKEN},
         }))?;
@@ -366,10 +400,13 @@ async fn main() -> Result<()> {
 
     // The bench's own view of every resource, from one watch (no polling of the API server).
     let (reader, writer) = reflector::store();
-    let watch = watcher(Api::<BeeosInstance>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .for_each(|_| async {});
+    let watch = watcher(
+        Api::<BeeosInstance>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(writer)
+    .for_each(|_| async {});
     tokio::spawn(watch);
 
     let operator_log = control_plane.dir().join("operator.log");
@@ -434,7 +471,10 @@ async fn main() -> Result<()> {
     println!("## Create {n} → all Ready");
     println!("| Figure | Value |");
     println!("|---|---|");
-    println!("| all created (by the bench, 32 at a time) | {:.1} s |", all_created.as_secs_f64());
+    println!(
+        "| all created (by the bench, 32 at a time) | {:.1} s |",
+        all_created.as_secs_f64()
+    );
     println!("| all Ready | {:.1} s |", all_ready.as_secs_f64());
     println!(
         "| BeeOS calls per instance | {:.2} ({}) |",
@@ -507,8 +547,14 @@ async fn main() -> Result<()> {
         "| Secret GETs/s | {:.2} |",
         steady.requests_of("GET", "secrets") as f64 / seconds
     );
-    println!("| reconciles/s | {:.2} |", steady.reconciles as f64 / seconds);
-    println!("| operator CPU | {:.2} % of one core |", 100.0 * steady.cpu / seconds);
+    println!(
+        "| reconciles/s | {:.2} |",
+        steady.reconciles as f64 / seconds
+    );
+    println!(
+        "| operator CPU | {:.2} % of one core |",
+        100.0 * steady.cpu / seconds
+    );
     println!(
         "| operator RSS, median / max | {:.0} MiB / {:.0} MiB (peak while creating {:.0} MiB) |",
         median(&mut rss.clone()),
@@ -568,7 +614,9 @@ async fn main() -> Result<()> {
         .into_iter()
         .collect::<Result<_>>()?;
     println!();
-    println!("## Stopped behind the operator's back → status shows it ({STOPPED_BEHIND} instances)");
+    println!(
+        "## Stopped behind the operator's back → status shows it ({STOPPED_BEHIND} instances)"
+    );
     println!(
         "| median {:.1} s, max {:.1} s (steady poll {}) |",
         median(&mut freshness),
@@ -605,7 +653,10 @@ async fn main() -> Result<()> {
     println!("## Restart with {n} Ready ({seconds:.0} s after the new process started)");
     println!("| Figure | Value |");
     println!("|---|---|");
-    println!("| deploys | {} |", restart.calls.get("deploy").copied().unwrap_or(0));
+    println!(
+        "| deploys | {} |",
+        restart.calls.get("deploy").copied().unwrap_or(0)
+    );
     println!(
         "| Kubernetes writes (BeeosInstances, Events) | {} |",
         restart.writes("beeosinstances") + restart.writes("events")

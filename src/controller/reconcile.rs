@@ -516,15 +516,19 @@ impl<'a> Driver<'a> {
         if let Some(problem) = &problem {
             self.announce(problem).await;
         }
-        // After our own call the next poll shows how it went; writing now would only show
-        // that it started. A restart acted on is recorded at once, though: it lives in status.
-        let restart_recorded = self.last_restart.as_ref()
-            == self
-                .resource
-                .status
-                .as_ref()
-                .and_then(|s| s.last_restart_requested_at.as_ref());
-        if !(self.mutated && problem.is_none() && restart_recorded) {
+        // After our own call the next poll shows how it went; writing now would only show that
+        // it started — unless the resource was Ready (the news is that it no longer is: a stop
+        // behind the operator's back, a spec change), or a restart was acted on (it is
+        // recorded in status).
+        let status = self.resource.status.as_ref();
+        let restart_recorded =
+            self.last_restart.as_ref() == status.and_then(|s| s.last_restart_requested_at.as_ref());
+        let was_ready = status.is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == condition::READY && c.status == "True")
+        });
+        if !(self.mutated && problem.is_none() && restart_recorded && !was_ready) {
             self.write_status(&step, problem.as_ref(), update).await?;
         }
         let action = match (&problem, &step) {
