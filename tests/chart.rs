@@ -40,14 +40,15 @@ const CRD_NAME: &str = "beeosinstances.beeos.ai";
 /// it watches every namespace, and would take theirs too.
 static INSTANCES: Mutex<()> = Mutex::const_new(());
 
-/// The RBAC rules the operator needs, exactly: what its controller calls (watch, merge patches
-/// of finalizer and annotations, server-side apply of status, Secrets by name, and events).
+/// The RBAC rules the operator needs, exactly: what its controller calls (watch and get, merge
+/// and JSON patches of finalizer and annotations, server-side apply of status, Secrets read by
+/// name, their metadata watched and their protection patched, and events).
 fn operator_rules() -> Value {
     json!([
         {"apiGroups": ["beeos.ai"], "resources": ["beeosinstances"],
-         "verbs": ["list", "watch", "patch"]},
+         "verbs": ["get", "list", "watch", "patch"]},
         {"apiGroups": ["beeos.ai"], "resources": ["beeosinstances/status"], "verbs": ["patch"]},
-        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "patch"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ])
 }
@@ -505,6 +506,8 @@ async fn default_values_render_a_cluster_wide_install_the_api_server_accepts() -
         "Deployment",
         "Service",
         "ServiceAccount",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
     ];
     assert_eq!(
         rendered.kinds(),
@@ -949,11 +952,15 @@ async fn cluster_wide_service_account_may_do_only_what_the_operator_does() -> Re
     assert_access(
         &operator,
         &[
+            (true, "get", bi, some),
             (true, "list", bi, any),
             (true, "watch", bi, any),
             (true, "patch", bi, some),
             (true, "patch", "beeosinstances.beeos.ai/status", some),
             (true, "get", "secrets", some),
+            (true, "list", "secrets", any),
+            (true, "watch", "secrets", some),
+            (true, "patch", "secrets", some),
             (true, "create", "events.events.k8s.io", some),
             (true, "patch", "events.events.k8s.io", some),
             // The operator never creates, replaces or deletes a BeeosInstance.
@@ -962,11 +969,11 @@ async fn cluster_wide_service_account_may_do_only_what_the_operator_does() -> Re
             (false, "delete", bi, some),
             (false, "deletecollection", bi, some),
             (false, "update", "beeosinstances.beeos.ai/status", some),
-            // Secrets by name only, and read only.
-            (false, "list", "secrets", any),
-            (false, "watch", "secrets", some),
+            // Secrets are never created, replaced or deleted (patches are confined by the
+            // chart's admission policy, see the test below).
             (false, "create", "secrets", some),
             (false, "update", "secrets", some),
+            (false, "delete", "secrets", some),
             (false, "list", "pods", any),
             (false, "get", "configmaps", some),
             (false, "create", "events", some),
@@ -989,11 +996,87 @@ async fn cluster_wide_service_account_may_do_only_what_the_operator_does() -> Re
             .create(&PostParams::default(), &catalog_instance()?)
             .await
     ));
-    assert!(is_forbidden(
-        &Api::<Secret>::all(operator.clone())
-            .list(&ListParams::default())
-            .await
-    ));
+    Ok(())
+}
+
+/// RBAC can only grant "patch" on whole Secrets; the chart's ValidatingAdmissionPolicy confines
+/// the operator's patches to its own label and in-use finalizer.
+#[tokio::test]
+async fn the_operator_may_change_nothing_on_a_secret_but_its_label_and_finalizer() -> Result<()> {
+    let release_namespace = cluster_install().await?;
+    let control_plane = testenv::shared();
+    let namespace = control_plane.namespace("chart-secret-policy").await?;
+    let admin: Api<Secret> = Api::namespaced(control_plane.admin_client(), &namespace);
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "team-token", "labels": {"team": "a"}, "finalizers": ["example.com/keep"]},
+        "stringData": {"token": "oag_value"},
+    }))?;
+    admin.create(&PostParams::default(), &secret).await?;
+    let operator: Api<Secret> = Api::namespaced(
+        control_plane
+            .service_account_client(release_namespace, RELEASE)
+            .await?,
+        &namespace,
+    );
+    let patch = |value: Value| Patch::Merge(value);
+    let params = PatchParams::default();
+    // The policy reaches the API server a moment after the install: wait for its first denial.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let changed_data = operator
+            .patch("team-token", &params, &patch(json!({"stringData": {"token": "oag_other"}})))
+            .await;
+        match changed_data {
+            Err(kube::Error::Api(status)) => {
+                assert!(
+                    status.message.contains("may not change a Secret's data"),
+                    "{}",
+                    status.message
+                );
+                break;
+            }
+            Err(err) => return Err(err.into()),
+            Ok(_) => {
+                // Not enforced yet: undo and look again.
+                admin
+                    .patch("team-token", &params, &patch(json!({"stringData": {"token": "oag_value"}})))
+                    .await?;
+                ensure!(tokio::time::Instant::now() < deadline, "the policy never denied");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+    // Its own label and finalizer: allowed.
+    operator
+        .patch(
+            "team-token",
+            &params,
+            &patch(json!({"metadata": {
+                "labels": {"beeos.ai/referenced": "true"},
+                "finalizers": ["example.com/keep", "beeos.ai/in-use"],
+            }})),
+        )
+        .await?;
+    // Anything else: denied.
+    for (change, message) in [
+        (json!({"metadata": {"labels": {"team": "b"}}}), "only its own label"),
+        (json!({"metadata": {"annotations": {"x": "y"}}}), "annotations"),
+        (json!({"metadata": {"finalizers": ["beeos.ai/in-use"]}}), "only its own finalizer"),
+    ] {
+        let refused = operator.patch("team-token", &params, &patch(change)).await;
+        match refused {
+            Err(kube::Error::Api(status)) => {
+                assert!(status.message.contains(message), "{}", status.message)
+            }
+            other => bail!("not refused: {other:?}"),
+        }
+    }
+    let kept = admin.get("team-token").await?;
+    assert_eq!(kept.labels().get("team").map(String::as_str), Some("a"));
+    // Let the namespace go when the test control plane does.
+    admin
+        .patch("team-token", &params, &patch(json!({"metadata": {"finalizers": null}})))
+        .await?;
     Ok(())
 }
 
@@ -1025,16 +1108,20 @@ async fn namespaced_service_account_cannot_reach_beyond_its_namespaces() -> Resu
             (true, "patch", bi, w),
             (true, "patch", "beeosinstances.beeos.ai/status", w),
             (true, "get", "secrets", w),
+            (true, "list", "secrets", w),
+            (true, "watch", "secrets", w),
+            (true, "patch", "secrets", w),
             (true, "create", "events.events.k8s.io", w),
             (true, "patch", "events.events.k8s.io", w),
             (false, "create", bi, w),
             (false, "delete", bi, w),
-            (false, "list", "secrets", w),
+            (false, "delete", "secrets", w),
             (false, "list", "pods", w),
             // Nothing outside the watched namespaces: not the others, not its own, not all.
             (false, "list", bi, o),
             (false, "patch", bi, o),
             (false, "get", "secrets", o),
+            (false, "list", "secrets", o),
             (false, "create", "events.events.k8s.io", o),
             (false, "get", "secrets", r),
             (false, "list", bi, r),
@@ -1053,7 +1140,7 @@ async fn namespaced_service_account_cannot_reach_beyond_its_namespaces() -> Resu
     assert!(is_forbidden(
         &secrets(r).get(&format!("{RELEASE}-token")).await
     ));
-    assert!(is_forbidden(&secrets(w).list(&ListParams::default()).await));
+    assert!(is_forbidden(&secrets(o).list(&ListParams::default()).await));
     assert!(is_forbidden(
         &Api::<Pod>::namespaced(operator.clone(), w)
             .list(&ListParams::default())

@@ -71,17 +71,22 @@ Everything the operator does in Kubernetes, and nothing more. It never creates o
 BeeosInstance, and reads Secrets only by name (a resource's spec.credentials and injected keys).
 */}}
 {{- define "beeos-operator.rules" -}}
-# Reconciles read the watch cache (no get); the finalizer and annotations are merge patches.
+# Reconciles read the watch cache; a get re-reads a resource whose guarded write failed. The
+# finalizer and annotations are merge and JSON patches.
 - apiGroups: ["beeos.ai"]
   resources: ["beeosinstances"]
-  verbs: ["list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "patch"]
 # Status is written with server-side apply.
 - apiGroups: ["beeos.ai"]
   resources: ["beeosinstances/status"]
   verbs: ["patch"]
+# Secrets: read by name; their metadata watched (only those labelled beeos.ai/referenced) so a
+# rotated value rolls out at once; patched only to add or drop the operator's label and its
+# in-use finalizer on credentials Secrets — the ValidatingAdmissionPolicy of this chart denies
+# the operator any other change to a Secret.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "list", "watch", "patch"]
 # kube-runtime's Recorder: creates an event, then patches it when the same event repeats.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
