@@ -1024,7 +1024,11 @@ async fn the_operator_may_change_nothing_on_a_secret_but_its_label_and_finalizer
     let deadline = tokio::time::Instant::now() + DEADLINE;
     loop {
         let changed_data = operator
-            .patch("team-token", &params, &patch(json!({"stringData": {"token": "oag_other"}})))
+            .patch(
+                "team-token",
+                &params,
+                &patch(json!({"stringData": {"token": "oag_other"}})),
+            )
             .await;
         match changed_data {
             Err(kube::Error::Api(status)) => {
@@ -1039,9 +1043,16 @@ async fn the_operator_may_change_nothing_on_a_secret_but_its_label_and_finalizer
             Ok(_) => {
                 // Not enforced yet: undo and look again.
                 admin
-                    .patch("team-token", &params, &patch(json!({"stringData": {"token": "oag_value"}})))
+                    .patch(
+                        "team-token",
+                        &params,
+                        &patch(json!({"stringData": {"token": "oag_value"}})),
+                    )
                     .await?;
-                ensure!(tokio::time::Instant::now() < deadline, "the policy never denied");
+                ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "the policy never denied"
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
         }
@@ -1059,9 +1070,18 @@ async fn the_operator_may_change_nothing_on_a_secret_but_its_label_and_finalizer
         .await?;
     // Anything else: denied.
     for (change, message) in [
-        (json!({"metadata": {"labels": {"team": "b"}}}), "only its own label"),
-        (json!({"metadata": {"annotations": {"x": "y"}}}), "annotations"),
-        (json!({"metadata": {"finalizers": ["beeos.ai/in-use"]}}), "only its own finalizer"),
+        (
+            json!({"metadata": {"labels": {"team": "b"}}}),
+            "only its own label",
+        ),
+        (
+            json!({"metadata": {"annotations": {"x": "y"}}}),
+            "annotations",
+        ),
+        (
+            json!({"metadata": {"finalizers": ["beeos.ai/in-use"]}}),
+            "only its own finalizer",
+        ),
     ] {
         let refused = operator.patch("team-token", &params, &patch(change)).await;
         match refused {
@@ -1075,7 +1095,11 @@ async fn the_operator_may_change_nothing_on_a_secret_but_its_label_and_finalizer
     assert_eq!(kept.labels().get("team").map(String::as_str), Some("a"));
     // Let the namespace go when the test control plane does.
     admin
-        .patch("team-token", &params, &patch(json!({"metadata": {"finalizers": null}})))
+        .patch(
+            "team-token",
+            &params,
+            &patch(json!({"metadata": {"finalizers": null}})),
+        )
         .await?;
     Ok(())
 }

@@ -343,6 +343,11 @@ impl Error {
         matches!(self, Self::NotFound(_))
     }
 
+    /// Whether the credential was refused (401): missing, unknown, revoked or expired.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, Self::Unauthorized(_))
+    }
+
     /// Whether the caller may not touch the resource (403: another owner's instance, or a
     /// credential without the right). Never "gone".
     pub fn is_forbidden(&self) -> bool {

@@ -349,6 +349,25 @@ async fn run(shared: Weak<Shared>, account: Arc<Account>) {
                 state.failures = 0;
                 state.retry_at = None;
             }
+            Err(err) if err.is_unauthorized() => {
+                // A revoked or wrong token: never call with it again. The account goes on with
+                // another token of the owner, or ends until a reconcile brings a working one.
+                drop(state);
+                let failed = account.client();
+                account
+                    .clients
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .retain(|c| {
+                        Some(c.credential().fingerprint())
+                            != failed.as_ref().map(|f| f.credential().fingerprint())
+                    });
+                tracing::info!(error = %err, "BeeOS refused a credential; no longer listing with it");
+                if account.client().is_none() {
+                    shared.retire(&account);
+                    return;
+                }
+            }
             Err(err) => {
                 state.failures = state.failures.saturating_add(1);
                 let backoff = shared

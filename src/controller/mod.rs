@@ -225,6 +225,9 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<BeeosInstance>, u32>>,
     /// Resources this process has reconciled at least once.
     looked_at: Mutex<HashSet<Key>>,
+    /// The resourceVersion of the operator's own last write to each Secret (its label and
+    /// finalizer): the watch event it causes is no change to tell anyone about.
+    own_secret_writes: Mutex<HashMap<SecretRef, String>>,
 }
 
 impl Context {
@@ -252,6 +255,7 @@ impl Context {
             secrets_receiver: Mutex::new(Some(secrets_receiver)),
             failures: Mutex::new(HashMap::new()),
             looked_at: Mutex::new(HashSet::new()),
+            own_secret_writes: Mutex::new(HashMap::new()),
         }
     }
 

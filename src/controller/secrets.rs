@@ -105,8 +105,17 @@ impl Driver<'_> {
                 let secrets: Api<Secret> =
                     Api::namespaced(self.ctx.client.clone(), self.namespace());
                 let secret = secrets.get_opt(name).await.map_err(Error::ReadSecret)?;
-                if let Some(secret) = &secret {
-                    protect(&secrets, secret, credentials).await;
+                if let Some(secret) = &secret
+                    && let Some(version) = protect(&secrets, secret, credentials).await
+                {
+                    // Our own write must not wake the resources that read the Secret.
+                    self.ctx.own_secret_writes.lock().unwrap_or_else(PoisonError::into_inner).insert(
+                        SecretRef {
+                            namespace: self.namespace().to_owned(),
+                            name: name.to_owned(),
+                        },
+                        version,
+                    );
                 }
                 self.secrets_read
                     .lock()
@@ -160,10 +169,10 @@ impl Driver<'_> {
     }
 }
 
-/// Labels a Secret a resource reads, and puts the in-use finalizer on a credentials Secret.
-/// Best effort: without the permission the operator still works, only unprotected — which is
-/// worth a warning, not a failed reconcile.
-async fn protect(secrets: &Api<Secret>, secret: &Secret, credentials: bool) {
+/// Labels a Secret a resource reads, and puts the in-use finalizer on a credentials Secret;
+/// returns the resourceVersion of its write, if it wrote. Best effort: without the permission
+/// the operator still works, only unprotected — worth a warning, not a failed reconcile.
+async fn protect(secrets: &Api<Secret>, secret: &Secret, credentials: bool) -> Option<String> {
     let labelled = secret
         .labels()
         .get(SECRET_REFERENCED_LABEL)
@@ -174,7 +183,7 @@ async fn protect(secrets: &Api<Secret>, secret: &Secret, credentials: bool) {
         .iter()
         .any(|f| f == SECRET_IN_USE_FINALIZER);
     if labelled && (finalized || !credentials) {
-        return;
+        return None;
     }
     let mut metadata = json!({
         "resourceVersion": secret.resource_version(),
@@ -186,7 +195,7 @@ async fn protect(secrets: &Api<Secret>, secret: &Secret, credentials: bool) {
         metadata["finalizers"] = json!(finalizers);
     }
     let name = secret.name_any();
-    if let Err(err) = secrets
+    match secrets
         .patch_metadata(
             &name,
             &PatchParams::default(),
@@ -194,8 +203,12 @@ async fn protect(secrets: &Api<Secret>, secret: &Secret, credentials: bool) {
         )
         .await
     {
-        // A conflict means someone changed it meanwhile; the next read tries again.
-        tracing::warn!(secret = %name, error = %err, "protecting a Secret failed");
+        Ok(written) => written.metadata.resource_version,
+        Err(err) => {
+            // A conflict means someone changed it meanwhile; the next read tries again.
+            tracing::warn!(secret = %name, error = %err, "protecting a Secret failed");
+            None
+        }
     }
 }
 
@@ -235,7 +248,13 @@ pub(super) async fn watch(context: Arc<Context>, namespaces: Namespaces) {
             namespace: meta.namespace().unwrap_or_default(),
             name: meta.name_any(),
         };
-        if changed {
+        let ours = context
+            .own_secret_writes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&secret)
+            .is_some_and(|version| meta.metadata.resource_version.as_ref() == Some(version));
+        if changed && !ours {
             let readers = context.resources.index().readers(&secret);
             for reader in readers {
                 let _ = context.wake.send(reader.object_ref());
