@@ -109,7 +109,8 @@ impl Counters {
                 let mut parts = k.split(' ');
                 let verb = parts.next().unwrap_or_default();
                 let target = parts.next().unwrap_or_default();
-                matches!(verb, "POST" | "PUT" | "PATCH" | "DELETE") && target.starts_with(resource)
+                matches!(verb, "POST" | "PUT" | "PATCH" | "APPLY" | "DELETE")
+                    && target.starts_with(resource)
             })
             .map(|(_, v)| v)
             .sum()
@@ -500,7 +501,7 @@ async fn main() -> Result<()> {
         "| operator writes per resource (metadata + status) | {:.2} ({} metadata, {} status) |",
         (creation.writes("beeosinstances") - bench_creates) as f64 / n as f64,
         creation.requests_of("PATCH", "beeosinstances"),
-        creation.requests_of("PATCH", "beeosinstances/status")
+        creation.requests_of("APPLY", "beeosinstances/status")
     );
     println!(
         "| reconciles per resource | {:.2} |",

@@ -148,7 +148,7 @@ async fn a_steady_fleet_costs_no_reconcile_no_secret_read_and_a_change_shows_wit
     );
     for write in [
         "PATCH beeosinstances",
-        "PATCH beeosinstances/status",
+        "APPLY beeosinstances/status",
         "POST events",
     ] {
         assert_eq!(
