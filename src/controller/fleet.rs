@@ -530,9 +530,13 @@ impl Shared {
             if state.mutated.get(id).is_some_and(|at| *at > polled_at) {
                 return;
             }
-            // Counters that move on their own (run seconds) are no change worth a reconcile.
-            let changed =
-                state.instances.get(id).map(|cached| &cached.observed) != Some(&seen.observed);
+            // Counters that move on their own (run seconds) are no change worth a reconcile. An
+            // instance seen for the first time (the first listing after a restart) is news only
+            // to a resource whose status does not show it already.
+            let changed = state
+                .instances
+                .get(id)
+                .is_some_and(|cached| cached.observed != seen.observed);
             let mut wake_anyway = false;
             if needs_watching(&seen.observed) {
                 let hot = state.hot.entry(id.clone()).or_insert(Hot {

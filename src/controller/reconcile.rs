@@ -111,7 +111,6 @@ fn lost_id<'a>(resource: &'a BeeosInstance, key: &Key, claim: Option<&'a str>) -
 }
 
 pub async fn reconcile(resource: Arc<BeeosInstance>, ctx: Arc<Context>) -> ReconcileResult {
-    let _timer = ctx.metrics.reconcile_started();
     let key = Key::of(&resource);
     if ctx.first_look(&key) && looks_settled(&resource) {
         // After a restart every resource arrives at once; one that was settled waits a random
@@ -120,6 +119,7 @@ pub async fn reconcile(resource: Arc<BeeosInstance>, ctx: Arc<Context>) -> Recon
         let delay = ctx.intervals.steady_poll.mul_f64(rand::random::<f64>());
         return Ok(Action::requeue(delay));
     }
+    let _timer = ctx.metrics.reconcile_started();
     let mut driver = Driver::new(&ctx, resource)?;
     driver.run().await
 }
