@@ -122,3 +122,8 @@ demo: ## Control plane + simulator + operator + examples on this machine, until 
 .PHONY: demo-check
 demo-check: ## The demo, non-interactively: exits 0 once every example is Ready
 	tools/demo.sh --check
+
+# Never implied by KUBECONFIG or anything else: only this target touches a cluster of yours.
+.PHONY: demo-on-cluster
+demo-on-cluster: ## The demo on kubectl's current context, in a namespace of its own (asks first)
+	tools/demo.sh --on-cluster
