@@ -10,11 +10,17 @@ use serde_json::{Value, json};
 use support::{Env, has_condition};
 
 /// Runs the control plane's kubectl (built at the server's version) in the test's namespace.
+/// Its discovery cache is the control plane's own: one in the user's home could hold what an
+/// earlier control plane on the same port served.
 async fn kubectl(env: &Env, args: &[&str]) -> Result<String> {
     let mut command = std::process::Command::new(testenv::bin_dir().join("kubectl"));
     command
         .args(args)
         .args(["--namespace", &env.namespace])
+        .arg(format!(
+            "--cache-dir={}",
+            env.control_plane.dir().join("kubectl-cache").display()
+        ))
         .env("KUBECONFIG", env.control_plane.kubeconfig_path());
     let output = tokio::task::spawn_blocking(move || command.output())
         .await?
@@ -137,7 +143,17 @@ async fn kubectl_get_shows_why_a_resource_is_stalled_and_wide_adds_the_message()
 #[tokio::test]
 async fn kubectl_explain_describes_the_kind_and_its_status() -> Result<()> {
     let env = Env::without_operator("kubectl-explain").await?;
-    let kind = kubectl(&env, &["explain", "bi"]).await?;
+    // The API server publishes a new CRD's schema shortly after it is established.
+    let started = tokio::time::Instant::now();
+    let kind = loop {
+        match kubectl(&env, &["explain", "bi"]).await {
+            Ok(kind) => break kind,
+            Err(_) if started.elapsed() < support::DEADLINE => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(err) => return Err(err),
+        }
+    };
     assert!(kind.contains("A BeeOS AI-agent instance"), "{kind}");
     assert!(!kind.contains("Auto-generated"), "{kind}");
     let instance = kubectl(&env, &["explain", "bi.status.instance"]).await?;
