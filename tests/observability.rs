@@ -1,7 +1,8 @@
-//! What Prometheus, Grafana and a log reader get: the chart's alerting rules pass promtool's
-//! check and unit tests, the dashboard and the alerts query only metrics the operator exports,
-//! the dashboard's ConfigMap is what Grafana's sidecar picks up, and text logs written to a file
-//! carry no colour codes.
+//! What Prometheus, Grafana, Helm's notes and a log reader get: the chart's alerting rules pass
+//! promtool's check and unit tests, the dashboard and the alerts query only metrics the operator
+//! exports, both objects are what the API server (and Grafana's sidecar) take, the values that
+//! turn them on are checked by the schema, the install notes carry the Argo CD health check, and
+//! text logs written to a file carry no colour codes.
 //!
 //! helm, promtool and health-check run as child processes, off the test's runtime.
 
@@ -13,7 +14,11 @@ use std::process::Command;
 
 use anyhow::{Context, Result, ensure};
 use beeos_operator::metrics::Metrics;
-use serde_json::Value;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::ResourceExt;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::runtime::wait::{await_condition, conditions};
+use serde_json::{Value, json};
 use support::{Env, is_ready, repo_path};
 
 /// A binary the Makefile builds into `.tools/bin` and passes in `variable`.
@@ -29,22 +34,68 @@ fn tool(variable: &str, name: &str, target: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Runs `program args` in `dir` and returns its stdout, failing with its output if it fails.
-async fn run(program: PathBuf, args: Vec<String>, dir: PathBuf) -> Result<String> {
+/// What a child process printed, and whether it succeeded.
+struct Output {
+    success: bool,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs `program args` in `dir`, as the admin of this binary's control plane; Helm keeps its
+/// files in the control plane's directory.
+async fn output(program: PathBuf, args: Vec<String>, dir: PathBuf) -> Result<Output> {
     let command = format!("{} {}", program.display(), args.join(" "));
+    let control_plane = testenv::shared();
+    let kubeconfig = control_plane.kubeconfig_path();
+    let helm_home = control_plane.dir().join("helm");
     let output = tokio::task::spawn_blocking(move || {
-        Command::new(&program).args(&args).current_dir(dir).output()
+        Command::new(&program)
+            .args(&args)
+            .current_dir(dir)
+            .env("KUBECONFIG", kubeconfig)
+            .env("HELM_CACHE_HOME", helm_home.join("cache"))
+            .env("HELM_CONFIG_HOME", helm_home.join("config"))
+            .env("HELM_DATA_HOME", helm_home.join("data"))
+            .output()
     })
     .await?
     .with_context(|| format!("running `{command}`"))?;
-    ensure!(
-        output.status.success(),
-        "`{command}` failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8(output.stdout)?)
+    Ok(Output {
+        success: output.status.success(),
+        stdout: String::from_utf8(output.stdout)?,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
 }
+
+/// Like [`output`], and returns stdout, failing with the output if the program fails.
+async fn run(program: PathBuf, args: Vec<String>, dir: PathBuf) -> Result<String> {
+    let command = format!("{} {}", program.display(), args.join(" "));
+    let out = output(program, args, dir).await?;
+    ensure!(
+        out.success,
+        "`{command}` failed:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    Ok(out.stdout)
+}
+
+fn chart() -> String {
+    repo_path("charts/beeos-operator").display().to_string()
+}
+
+/// `helm args` with the pinned Helm, in the repository.
+async fn helm(args: &[&str]) -> Result<Output> {
+    let args = args.iter().map(|a| a.to_string()).collect();
+    output(tool("HELM", "helm", "helm")?, args, repo_path(".")).await
+}
+
+const WITH_ALERTS_AND_DASHBOARD: [&str; 4] = [
+    "--set",
+    "metrics.prometheusRule.enabled=true",
+    "--set",
+    "metrics.dashboard.enabled=true",
+];
 
 /// A scratch directory of this test binary's control plane directory, removed with it.
 fn scratch(name: &str) -> Result<PathBuf> {
@@ -53,29 +104,86 @@ fn scratch(name: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// A stand-in for the Prometheus Operator's PrometheusRule CRD (a bare API server has none): the
+/// same group, kind and scope, and the schema of the fields the chart sets, so the server still
+/// rejects unknown or misplaced fields. The real CRD's full schema is not checked here.
+async fn ensure_prometheus_rule_crd() -> Result<()> {
+    static APPLIED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    APPLIED
+        .get_or_try_init(|| async {
+            let string_map = json!({"type": "object", "additionalProperties": {"type": "string"}});
+            let rule = json!({
+                "type": "object",
+                "required": ["expr"],
+                "properties": {
+                    "alert": {"type": "string"},
+                    "record": {"type": "string"},
+                    "expr": {"x-kubernetes-int-or-string": true},
+                    "for": {"type": "string"},
+                    "keep_firing_for": {"type": "string"},
+                    "labels": string_map,
+                    "annotations": string_map,
+                },
+            });
+            let group = json!({
+                "type": "object",
+                "required": ["name"],
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "interval": {"type": "string"},
+                    "rules": {"type": "array", "items": rule},
+                },
+            });
+            let crd: CustomResourceDefinition = serde_json::from_value(json!({
+                "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": "prometheusrules.monitoring.coreos.com"},
+                "spec": {
+                    "group": "monitoring.coreos.com",
+                    "names": {"kind": "PrometheusRule", "listKind": "PrometheusRuleList",
+                              "plural": "prometheusrules", "singular": "prometheusrule"},
+                    "scope": "Namespaced",
+                    "versions": [{"name": "v1", "served": true, "storage": true, "schema": {
+                        "openAPIV3Schema": {"type": "object", "properties": {"spec": {
+                            "type": "object",
+                            "properties": {"groups": {"type": "array", "items": group}},
+                        }}},
+                    }}],
+                },
+            }))?;
+            let crds: Api<CustomResourceDefinition> = Api::all(testenv::shared().admin_client());
+            crds.patch(
+                &crd.name_any(),
+                &PatchParams::apply("beeos-observability-tests").force(),
+                &Patch::Apply(&crd),
+            )
+            .await?;
+            tokio::time::timeout(
+                support::DEADLINE,
+                await_condition(crds, &crd.name_any(), conditions::is_crd_established()),
+            )
+            .await
+            .context("the PrometheusRule CRD was not established in time")??;
+            anyhow::Ok(())
+        })
+        .await?;
+    Ok(())
+}
+
 /// The chart rendered by the pinned Helm with the alerts and the dashboard on, as objects.
 async fn rendered_observability() -> Result<Vec<Value>> {
-    let helm = tool("HELM", "helm", "helm")?;
-    let out = run(
-        helm,
-        [
-            "template",
-            "beeos-operator",
-            &repo_path("charts/beeos-operator").display().to_string(),
-            "--namespace",
-            "beeos-system",
-            "--set",
-            "metrics.prometheusRule.enabled=true",
-            "--set",
-            "metrics.dashboard.enabled=true",
-        ]
-        .map(String::from)
-        .to_vec(),
-        repo_path("."),
-    )
-    .await?;
+    let chart = chart();
+    let mut args = vec![
+        "template",
+        "beeos-operator",
+        &chart,
+        "--namespace",
+        "beeos-system",
+    ];
+    args.extend(WITH_ALERTS_AND_DASHBOARD);
+    let out = helm(&args).await?;
+    ensure!(out.success, "helm template failed:\n{}", out.stderr);
     let mut objects = Vec::new();
-    for document in serde_yaml_ng::Deserializer::from_str(&out) {
+    for document in serde_yaml_ng::Deserializer::from_str(&out.stdout) {
         let object: Value = serde::Deserialize::deserialize(document)?;
         if !object.is_null() {
             objects.push(object);
@@ -215,7 +323,7 @@ async fn dashboard_and_alerts_query_only_metrics_the_operator_exports() -> Resul
 }
 
 #[tokio::test]
-async fn dashboard_configmap_is_what_grafanas_sidecar_loads_and_the_api_server_accepts()
+async fn dashboard_configmap_is_what_grafanas_sidecar_loads_and_the_api_server_takes_both()
 -> Result<()> {
     let objects = rendered_observability().await?;
     let config_map = objects
@@ -233,39 +341,130 @@ async fn dashboard_configmap_is_what_grafanas_sidecar_loads_and_the_api_server_a
     let panels = dashboard["panels"].as_array().context("no panels")?;
     assert!(panels.len() > 10, "{} panels", panels.len());
 
-    // The API server takes the ConfigMap as rendered (server-side dry run).
+    // The API server takes both objects as rendered (server-side dry run, unknown fields refused).
+    ensure_prometheus_rule_crd().await?;
     let control_plane = testenv::shared();
     let namespace = control_plane.namespace("observability").await?;
-    let mut config_map: k8s_openapi::api::core::v1::ConfigMap =
-        serde_json::from_value(config_map.clone())?;
-    config_map.metadata.namespace = Some(namespace.clone());
-    kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(
-        control_plane.admin_client(),
-        &namespace,
-    )
-    .create(
-        &kube::api::PostParams {
-            dry_run: true,
-            ..Default::default()
-        },
-        &config_map,
-    )
-    .await?;
+    for object in [config_map, one(&objects, "PrometheusRule")?] {
+        let mut object: DynamicObject = serde_json::from_value(object.clone())?;
+        object.metadata.namespace = Some(namespace.clone());
+        let types = object.types.clone().context("no apiVersion/kind")?;
+        let (group, version) = types
+            .api_version
+            .split_once('/')
+            .unwrap_or(("", &types.api_version));
+        let gvk = kube::api::GroupVersionKind::gvk(group, version, &types.kind);
+        let (resource, _) =
+            kube::discovery::pinned_kind(&control_plane.admin_client(), &gvk).await?;
+        Api::<DynamicObject>::namespaced_with(control_plane.admin_client(), &namespace, &resource)
+            .patch(
+                &object.name_any(),
+                &PatchParams::apply("beeos-observability-tests")
+                    .dry_run()
+                    .validation_strict(),
+                &Patch::Apply(&object),
+            )
+            .await
+            .with_context(|| format!("the API server refused the {}", types.kind))?;
+    }
 
     // Off by default: a default install renders neither.
-    let helm = tool("HELM", "helm", "helm")?;
-    let default = run(
-        helm,
-        vec![
-            "template".into(),
-            "beeos-operator".into(),
-            repo_path("charts/beeos-operator").display().to_string(),
-        ],
-        repo_path("."),
-    )
-    .await?;
-    assert!(!default.contains("kind: PrometheusRule"));
-    assert!(!default.contains("grafana_dashboard"));
+    let default = helm(&["template", "beeos-operator", &chart()]).await?;
+    assert!(default.success, "{}", default.stderr);
+    assert!(!default.stdout.contains("kind: PrometheusRule"));
+    assert!(!default.stdout.contains("grafana_dashboard"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn chart_with_alerts_and_dashboard_lints_and_its_schema_names_bad_values() -> Result<()> {
+    let chart = chart();
+    let mut lint = vec!["lint", "--strict", &chart];
+    lint.extend(WITH_ALERTS_AND_DASHBOARD);
+    let linted = helm(&lint).await?;
+    assert!(linted.success, "{}{}", linted.stdout, linted.stderr);
+
+    for (value, message) in [
+        (
+            "metrics.prometheusRule.stalledFor=\"soon\"",
+            "at '/metrics/prometheusRule/stalledFor': 'soon' does not match pattern",
+        ),
+        (
+            "metrics.prometheusRule.failingRatio=2",
+            "at '/metrics/prometheusRule/failingRatio': maximum",
+        ),
+        (
+            "metrics.dashboard.enabled=\"yes\"",
+            "at '/metrics/dashboard/enabled': got string, want boolean",
+        ),
+        (
+            "metrics.dashboard.folder=\"BeeOS\"",
+            "additional properties 'folder' not allowed",
+        ),
+    ] {
+        let out = helm(&["template", "beeos-operator", &chart, "--set-json", value]).await?;
+        assert!(!out.success, "{value} was accepted");
+        assert!(
+            out.stderr.contains(message),
+            "{value}: expected {message:?} in {}",
+            out.stderr
+        );
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn install_notes_show_the_argocd_health_check_and_the_options_that_are_on() -> Result<()> {
+    ensure_prometheus_rule_crd().await?;
+    let chart = chart();
+    let namespace = testenv::shared().namespace("observability-notes").await?;
+    let install = [
+        "install",
+        "beeos-operator",
+        &chart,
+        "--namespace",
+        &namespace,
+        "--dry-run=client",
+    ];
+    let plain = helm(&install).await?;
+    assert!(plain.success, "{}", plain.stderr);
+    let mut args = install.to_vec();
+    args.extend(WITH_ALERTS_AND_DASHBOARD);
+    let with_options = helm(&args).await?;
+    assert!(with_options.success, "{}", with_options.stderr);
+
+    let script = std::fs::read_to_string(repo_path(
+        "argocd/resource_customizations/beeos.ai/BeeosInstance/health.lua",
+    ))?;
+    let indented: String = script
+        .lines()
+        .map(|line| {
+            if line.is_empty() {
+                "\n".to_owned()
+            } else {
+                format!("      {line}\n")
+            }
+        })
+        .collect();
+    for notes in [&plain.stdout, &with_options.stdout] {
+        assert!(
+            notes.contains(&format!(
+                "    resource.customizations.health.beeos.ai_BeeosInstance: |\n{indented}"
+            )),
+            "the notes do not hold health.lua as an argocd-cm value:\n{notes}"
+        );
+    }
+    assert!(!plain.stdout.contains("PrometheusRule"));
+    assert!(
+        with_options
+            .stdout
+            .contains("the PrometheusRule beeos-operator fires")
+    );
+    assert!(
+        with_options
+            .stdout
+            .contains("beeos-operator-dashboard holds")
+    );
     Ok(())
 }
 
