@@ -100,9 +100,7 @@ promtool: ## Build the pinned promtool into .tools/bin (once per version)
 	echo "promtool: building $(PROMETHEUS_MODULE_VERSION) from the Go module proxy (cold: several minutes)"; \
 	mkdir -p $(TOOLS_BIN); rm -f $$stamp; \
 	export GOTOOLCHAIN=local CGO_ENABLED=0; \
-	minor=$$(echo $(PROMETHEUS_MODULE_VERSION) | sed -n 's/^v0\.3\([0-9][0-9]\)\.\([0-9]*\)$$/\1/p'); \
-	[ -n "$$minor" ] || { echo "promtool: $(PROMETHEUS_MODULE_VERSION) is not a Prometheus 3 module version" >&2; exit 1; }; \
-	version=3.$$((10#$$minor)).$$(echo $(PROMETHEUS_MODULE_VERSION) | sed 's/.*\.//'); \
+	version=$$(echo $(PROMETHEUS_MODULE_VERSION) | sed -E 's/^v0\.3([0-9]{2})\.([0-9]+)$$/3.\1.\2/; s/^3\.0([0-9])/3.\1/'); \
 	GOBIN=$(TOOLS_BIN) go install -trimpath -ldflags "-s -w \
 	  -X github.com/prometheus/common/version.Version=$$version \
 	  -X github.com/prometheus/common/version.Branch=$(PROMETHEUS_MODULE_VERSION)" \

@@ -188,6 +188,7 @@ enum Rule {
     ReconcilingLikeReady,
     /// `Ready` carries the `Stalled` condition's reason, and the message says something.
     ReadyLikeStalled,
+    /// `metadata.deletionTimestamp` is set.
     Deleting,
 }
 
@@ -217,7 +218,9 @@ impl Rule {
             },
             Rule::Observed => {
                 let generation = resource.meta().generation;
-                let status = resource.status.as_ref()?;
+                let Some(status) = resource.status.as_ref() else {
+                    return Some("there is no status".into());
+                };
                 let stale: Vec<&str> = status
                     .conditions
                     .iter()
@@ -232,7 +235,11 @@ impl Rule {
                 })
             }
             Rule::ReconcilingLikeReady => {
-                let (ready, reconciling) = (find(condition::READY)?, find(condition::RECONCILING)?);
+                let (Some(ready), Some(reconciling)) =
+                    (find(condition::READY), find(condition::RECONCILING))
+                else {
+                    return Some("Ready or Reconciling is missing".into());
+                };
                 (reconciling.status != "True"
                     || reconciling.reason != ready.reason
                     || reconciling.message != ready.message)
@@ -244,7 +251,11 @@ impl Rule {
                     })
             }
             Rule::ReadyLikeStalled => {
-                let (ready, stalled) = (find(condition::READY)?, find(condition::STALLED)?);
+                let (Some(ready), Some(stalled)) =
+                    (find(condition::READY), find(condition::STALLED))
+                else {
+                    return Some("Ready or Stalled is missing".into());
+                };
                 if stalled.message.is_empty() {
                     return Some("Stalled has no message".into());
                 }

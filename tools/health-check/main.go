@@ -1,8 +1,9 @@
-// health-check: what Argo CD, kstatus (Flux, kubectl-style tooling) and Flux's healthCheckExprs
-// make of a BeeosInstance, and which metrics PromQL queries need, judged by those projects' own
-// libraries at pinned versions. The operator's tests run it; nothing here is shipped.
+// health-check: what Argo CD, kstatus (Flux's default health check, kpt) and Flux's
+// healthCheckExprs make of a BeeosInstance, and which metrics PromQL queries select, judged by
+// those projects' own libraries at pinned versions. The operator's tests run it; nothing here is
+// shipped.
 //
-//	health-check verdict --repo DIR < object.json          the three verdicts, as JSON
+//	health-check verdict --repo DIR < object.json          every tool's verdict, as JSON
 //	health-check normalise --namespace NS < object.json    the object as a stable capture (YAML)
 //	health-check promql-metrics [--rules FILE] [--dashboard FILE]
 //	                                                       every metric name the queries select
@@ -84,7 +85,7 @@ func judge(repo string, obj map[string]any) (Verdicts, error) {
 		return Verdicts{}, err
 	}
 	var verdicts Verdicts
-	// Each library gets its own copy: Lua conversion and kstatus only read, but cheaply so.
+	// Each library gets its own copy, so that none sees what another may have changed.
 	if verdicts.ArgoCD, err = argoHealth(clone(obj), string(script), false); err != nil {
 		return Verdicts{}, fmt.Errorf("Argo CD (argocd-cm): %w", err)
 	}

@@ -17,7 +17,7 @@ type Verdict struct {
 }
 
 // kstatusVerdict is what kstatus computes for the object: the library behind Flux's default
-// health checks, `kubectl wait`-style tooling and kpt.
+// health checks and cli-utils tooling such as kpt.
 func kstatusVerdict(obj map[string]any) (Verdict, error) {
 	result, err := status.Compute(&unstructured.Unstructured{Object: obj})
 	if err != nil {
