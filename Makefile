@@ -14,13 +14,21 @@ CARGO_FLAGS := $(if $(CI),--locked,)
 HELM_VERSION := v3.22.0
 TOOLS_BIN := $(CURDIR)/.tools/bin
 export HELM := $(TOOLS_BIN)/helm
+# promtool of Prometheus 3.16.0 (its Go module is versioned v0.316.0), built the same way; the
+# tests check and unit-test the chart's alerting rules with it (found through PROMTOOL).
+PROMETHEUS_MODULE_VERSION := v0.316.0
+export PROMTOOL := $(TOOLS_BIN)/promtool
+# tools/health-check: Argo CD's Lua runtime, kstatus, Flux's CEL health checks and Prometheus's
+# PromQL parser at pinned versions, judging the operator's objects (found through HEALTH_CHECK).
+export HEALTH_CHECK := $(TOOLS_BIN)/health-check
+GO_ENV := GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
 
 .PHONY: help
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
 .PHONY: test
-test: lint unit integration conformance demo-check ## Everything CI checks: lint, unit, integration, SDK conformance, demo
+test: lint unit health integration conformance demo-check ## Everything CI checks: lint, unit, health, integration, SDK conformance, demo
 
 .PHONY: lint
 lint: ## cargo fmt --check and clippy with warnings denied
@@ -32,7 +40,7 @@ unit: ## Unit tests (no servers)
 	$(CARGO) test $(CARGO_FLAGS) --workspace --lib --bins
 
 .PHONY: integration
-integration: testbins helm ## Integration tests against a real control plane (etcd, kube-apiserver, kube-controller-manager)
+integration: testbins helm promtool health-check ## Integration tests against a real control plane (etcd, kube-apiserver, kube-controller-manager)
 	$(CARGO) test $(CARGO_FLAGS) --workspace --test '*'
 
 .PHONY: testbins
@@ -74,6 +82,32 @@ helm: ## Build the pinned Helm into .tools/bin (once per version)
 	  $$mod/cmd/helm@$(HELM_VERSION); \
 	echo $(HELM_VERSION) > $$stamp
 
+# Built every time: Go's build cache makes an unchanged build take a second or two, and `make
+# health` (go test, same flags) reuses what it compiled.
+.PHONY: health-check
+health-check: ## Build tools/health-check into .tools/bin
+	cd tools/health-check && $(GO_ENV) go build -o $(HEALTH_CHECK) .
+
+.PHONY: health
+health: ## Argo CD health script, kstatus and Flux CEL verdicts on the captured objects (go test)
+	cd tools/health-check && test -z "$$(gofmt -l .)" || { gofmt -l . >&2; echo "health: run gofmt -w tools/health-check" >&2; exit 1; }
+	cd tools/health-check && $(GO_ENV) go vet ./... && $(GO_ENV) go test -count=1 ./...
+
+.PHONY: promtool
+promtool: ## Build the pinned promtool into .tools/bin (once per version)
+	@stamp=$(TOOLS_BIN)/.promtool.stamp; \
+	if [ -x $(PROMTOOL) ] && [ "$$(cat $$stamp 2>/dev/null)" = $(PROMETHEUS_MODULE_VERSION) ]; then \
+	  echo "promtool: $(PROMETHEUS_MODULE_VERSION) is current"; exit 0; fi; \
+	echo "promtool: building $(PROMETHEUS_MODULE_VERSION) from the Go module proxy (cold: several minutes)"; \
+	mkdir -p $(TOOLS_BIN); rm -f $$stamp; \
+	export GOTOOLCHAIN=local CGO_ENABLED=0; \
+	version=$$(echo $(PROMETHEUS_MODULE_VERSION) | sed -E 's/^v0\.3([0-9]{2})\.([0-9]+)$$/3.\1.\2/; s/^3\.0([0-9])/3.\1/'); \
+	GOBIN=$(TOOLS_BIN) go install -trimpath -ldflags "-s -w \
+	  -X github.com/prometheus/common/version.Version=$$version \
+	  -X github.com/prometheus/common/version.Branch=$(PROMETHEUS_MODULE_VERSION)" \
+	  github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_MODULE_VERSION); \
+	echo $(PROMETHEUS_MODULE_VERSION) > $$stamp
+
 .PHONY: bench
 bench: testbins ## Benchmarks (medians): control plane start, simulator throughput, operator end to end
 	$(CARGO) run $(CARGO_FLAGS) --quiet -p testenv --bin testenv -- start-time 5
@@ -99,3 +133,8 @@ demo: ## Control plane + simulator + operator + examples on this machine, until 
 .PHONY: demo-check
 demo-check: ## The demo, non-interactively: exits 0 once every example is Ready
 	tools/demo.sh --check
+
+# Never implied by KUBECONFIG or anything else: only this target touches a cluster of yours.
+.PHONY: demo-on-cluster
+demo-on-cluster: ## The demo on kubectl's current context, in a namespace of its own (asks first)
+	tools/demo.sh --on-cluster

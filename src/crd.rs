@@ -73,12 +73,15 @@ pub const DEFAULT_CREDENTIALS_KEY: &str = "token";
     shortname = "bi",
     category = "beeos",
     status = "BeeosInstanceStatus",
+    doc = "A BeeOS AI-agent instance, managed by beeos-operator. The spec is the body of BeeOS's deploy call plus how the operator treats the instance (credentials, injected secrets, power state, update strategy, deletion policy); the status mirrors the live instance, with kstatus conditions (Ready, Reconciling, Stalled, Synced) that say whether it is as asked, on its way, or needs a person.",
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","description":"Why the instance is or is not ready (the Ready condition's reason).","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Status","type":"string","jsonPath":".status.instance.status"}"#,
     printcolumn = r#"{"name":"Connectivity","type":"string","jsonPath":".status.instance.connectivity"}"#,
     printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.instance.endpoint"}"#,
     printcolumn = r#"{"name":"Region","type":"string","jsonPath":".status.instance.region"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"description":"The Ready condition's message: what the instance is doing, or what a person must do.","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 #[x_kube(
     cel,
@@ -202,8 +205,10 @@ pub struct SecretInjection {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InjectedSecretKeyRef {
+    /// The Secret's name (same namespace as the resource; never across namespaces).
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
+    /// The key inside the Secret whose value is injected.
     #[schemars(length(min = 1, max = 253))]
     pub key: String,
 }
@@ -264,11 +269,14 @@ pub enum DeletionPolicy {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BeeosInstanceStatus {
-    /// The generation the conditions describe.
+    /// The metadata.generation the operator last acted on. While it is behind
+    /// metadata.generation, the status describes an older spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// Ready, Synced, Reconciling and Stalled (kstatus).
+    /// Ready (the instance is as the spec asks), Reconciling (the operator is getting there),
+    /// Stalled (a person must act: the reason and message say why) and Synced (the last BeeOS
+    /// call worked), following kstatus; each with the generation it describes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -315,26 +323,37 @@ pub struct ObservedInstance {
     /// BeeOS's error message for the instance.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
+    /// The region the instance runs in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// The compute cluster the instance was placed on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_id: Option<String>,
+    /// The instance's public IP address, once it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_ip: Option<String>,
+    /// The id of the image the instance runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_id: Option<String>,
+    /// The reference of the image the instance runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_ref: Option<String>,
+    /// Whether it is a trial instance, which BeeOS stops at expiresAt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub is_trial: Option<bool>,
+    /// When a trial instance expires (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// When the instance last started running (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
+    /// When the instance last stopped (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_at: Option<String>,
+    /// When the instance entered its current status (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_entered_at: Option<String>,
+    /// When BeeOS created the instance (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
 }
