@@ -311,7 +311,7 @@ fn paused() -> Vec<Rule> {
         Rule::Observed,
         Rule::Condition(condition::READY, "False", &[reason::PAUSED]),
         Rule::Condition(condition::RECONCILING, "False", &[]),
-        Rule::Condition(condition::STALLED, "False", &[]),
+        Rule::Condition(condition::STALLED, "True", &[reason::PAUSED]),
         Rule::Condition(condition::SYNCED, "False", &[reason::PAUSED]),
     ]
 }

@@ -252,13 +252,35 @@ async fn alerting_rules_pass_promtool_check_and_their_unit_tests() -> Result<()>
 /// Metric names as Prometheus stores them, from the `# TYPE` lines of the operator's registry:
 /// counters as `_total`, histograms as `_bucket`, `_sum` and `_count`.
 fn exported_metric_names() -> Result<BTreeSet<String>> {
-    let metrics = Metrics::default();
+    let metrics = std::sync::Arc::new(Metrics::default());
     // prometheus-client leaves a labelled family out of the exposition until it has a series,
     // so each one gets a sample first.
     metrics.reconcile_failed("Example");
     metrics.beeos_mutation("deploy");
     metrics.beeos_error("Example");
+    let resource: beeos_operator::crd::BeeosInstance = serde_json::from_value(json!({
+        "apiVersion": "beeos.ai/v1alpha1", "kind": "BeeosInstance",
+        "metadata": {"name": "example", "namespace": "example"},
+        "spec": {"variantId": "beeos-claw-small"},
+        "status": {"instance": {"id": "inst-1", "status": "running"}},
+    }))?;
+    metrics.set_resource_gauges(&[std::sync::Arc::new(resource)]);
+    let calls = beeos_operator::metrics::BeeosCallMetrics(metrics.clone());
+    use beeos_operator::beeos::{CallObserver, Operation};
+    calls.finished(Operation::Get, "200");
+    calls.waited(Operation::Get, std::time::Duration::ZERO);
     let text = metrics.encode()?;
+    // The operator's own list of what it exports must be what this finds.
+    let families: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    ensure!(
+        families == beeos_operator::metrics::FAMILIES.iter().copied().collect(),
+        "sampled {families:?}, FAMILIES lists {:?}",
+        beeos_operator::metrics::FAMILIES
+    );
     let mut names = BTreeSet::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("# TYPE ") else {

@@ -109,13 +109,17 @@ impl Driver<'_> {
                     && let Some(version) = protect(&secrets, secret, credentials).await
                 {
                     // Our own write must not wake the resources that read the Secret.
-                    self.ctx.own_secret_writes.lock().unwrap_or_else(PoisonError::into_inner).insert(
-                        SecretRef {
-                            namespace: self.namespace().to_owned(),
-                            name: name.to_owned(),
-                        },
-                        version,
-                    );
+                    self.ctx
+                        .own_secret_writes
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert(
+                            SecretRef {
+                                namespace: self.namespace().to_owned(),
+                                name: name.to_owned(),
+                            },
+                            version,
+                        );
                 }
                 self.secrets_read
                     .lock()

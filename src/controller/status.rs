@@ -104,6 +104,10 @@ pub fn desired_status(
     let ready = ready_condition(input);
     let stalled = match input.problem {
         Some(Problem::NeedsAction { reason, message }) => (true, *reason, message.clone()),
+        // Nothing progresses until a person removes the annotation: stalled on purpose, so no
+        // tool reads a paused resource as progressing forever (kstatus reads Ready=False alone
+        // as InProgress).
+        None if input.step == Step::Paused => (true, reason::PAUSED, PAUSED_MESSAGE.to_owned()),
         _ => (false, reason::NO_ISSUES, String::new()),
     };
     let synced = match input.problem {
@@ -416,7 +420,7 @@ mod tests {
     }
 
     #[test]
-    fn paused_says_so_and_is_neither_progressing_nor_stalled() {
+    fn paused_says_so_and_stalls_on_purpose_instead_of_progressing() {
         for instance in [None, Some(running_online())] {
             let mut paused = input(instance);
             paused.step = Step::Paused;
@@ -429,7 +433,11 @@ mod tests {
             );
             assert!(ready.message.contains("paused"), "{}", ready.message);
             assert_eq!(condition(&status, condition::RECONCILING).status, "False");
-            assert_eq!(condition(&status, condition::STALLED).status, "False");
+            let stalled = condition(&status, condition::STALLED);
+            assert_eq!(
+                (stalled.status.as_str(), stalled.reason.as_str()),
+                ("True", reason::PAUSED)
+            );
             assert_eq!(condition(&status, condition::SYNCED).reason, reason::PAUSED);
             assert_eq!(status.observed_generation, Some(3));
         }

@@ -110,8 +110,8 @@ func TestFluxsKstatusForkAgreesWithUpstream(t *testing.T) {
 	}
 }
 
-// The contract's paused resource: Ready=False (Paused), Reconciling=False, Stalled=False.
-func TestPausedAsTheContractDescribesItIsSuspendedForArgoCDAndCurrentForFlux(t *testing.T) {
+// The contract's paused resource: Ready=False (Paused), Reconciling=False, Stalled=True (Paused).
+func TestPausedAsTheContractDescribesItIsSuspendedForArgoCDCurrentForFluxAndFailedForKstatus(t *testing.T) {
 	obj := readTestdata(t, "testdata/paused.yaml")
 	conditions, _, err := unstructured.NestedSlice(obj, "status", "conditions")
 	if err != nil {
@@ -122,7 +122,9 @@ func TestPausedAsTheContractDescribesItIsSuspendedForArgoCDAndCurrentForFlux(t *
 		switch condition["type"] {
 		case "Ready", "Synced":
 			condition["status"], condition["reason"] = "False", "Paused"
-		case "Reconciling", "Stalled":
+		case "Stalled":
+			condition["status"], condition["reason"] = "True", "Paused"
+		case "Reconciling":
 			condition["status"], condition["reason"] = "False", "NoIssues"
 		}
 	}
@@ -136,8 +138,9 @@ func TestPausedAsTheContractDescribesItIsSuspendedForArgoCDAndCurrentForFlux(t *
 	if verdicts.ArgoCD.Status != "Suspended" || verdicts.Flux.Status != "Current" {
 		t.Errorf("Argo CD says %s, Flux %s: want Suspended and Current", verdicts.ArgoCD.Status, verdicts.Flux.Status)
 	}
-	// kstatus has no notion of paused: Ready=False without Reconciling or Stalled is in progress.
-	if verdicts.Kstatus.Status != "InProgress" {
-		t.Errorf("kstatus says %s, want InProgress", verdicts.Kstatus.Status)
+	// kstatus has no notion of paused: it reads the Stalled condition, a terminal verdict rather
+	// than waiting forever.
+	if verdicts.Kstatus.Status != "Failed" {
+		t.Errorf("kstatus says %s, want Failed", verdicts.Kstatus.Status)
 	}
 }

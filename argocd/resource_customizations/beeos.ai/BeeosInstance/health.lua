@@ -27,13 +27,8 @@ local ready = condition("Ready")
 local stalled = condition("Stalled")
 local synced = condition("Synced")
 
--- A person must act: the message names the cause.
-if stalled ~= nil and stalled.status == "True" then
-  hs.status = "Degraded"
-  hs.message = stalled.message
-  return hs
-end
--- beeos.ai/paused: nothing progresses on purpose.
+-- beeos.ai/paused: nothing progresses on purpose (the operator also reports it as Stalled,
+-- reason Paused, so that kstatus does not wait on it).
 if ready ~= nil and ready.reason == "Paused" then
   hs.status = "Suspended"
   hs.message = ready.message
@@ -42,6 +37,12 @@ end
 if synced ~= nil and synced.reason == "Paused" then
   hs.status = "Suspended"
   hs.message = synced.message
+  return hs
+end
+-- A person must act: the message names the cause.
+if stalled ~= nil and stalled.status == "True" then
+  hs.status = "Degraded"
+  hs.message = stalled.message
   return hs
 end
 if obj.metadata.deletionTimestamp == nil and ready ~= nil and ready.status == "True" then
