@@ -91,6 +91,10 @@ pub struct RunArgs {
     #[arg(long, env = "MISSING_SECRET_RETRY", default_value = "10s", value_parser = humantime::parse_duration)]
     pub missing_secret_retry: Duration,
 
+    /// How long before a trial instance expires its resource gets a TrialExpiring warning event.
+    #[arg(long, env = "TRIAL_EXPIRY_WARNING", default_value = "72h", value_parser = humantime::parse_duration)]
+    pub trial_expiry_warning: Duration,
+
     /// Timeout of each BeeOS request.
     #[arg(long, env = "BEEOS_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub beeos_timeout: Duration,
@@ -121,6 +125,7 @@ impl RunArgs {
             stalled_retry: self.stalled_retry,
             missing_secret_retry: self.missing_secret_retry,
             transition_timeout: self.transition_timeout,
+            trial_expiry_warning: self.trial_expiry_warning,
             min_backoff: self.min_backoff,
             max_backoff: self.max_backoff,
             deploy_grace: self.deploy_grace,

@@ -81,6 +81,7 @@ pub const DEFAULT_CREDENTIALS_KEY: &str = "token";
     printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.instance.endpoint"}"#,
     printcolumn = r#"{"name":"Region","type":"string","jsonPath":".status.instance.region"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Expires","type":"string","description":"When a trial instance expires (BeeOS's expiresAt); empty for other instances.","jsonPath":".status.instance.expiresAt"}"#,
     printcolumn = r#"{"name":"Message","type":"string","priority":1,"description":"The Ready condition's message: what the instance is doing, or what a person must do.","jsonPath":".status.conditions[?(@.type==\"Ready\")].message"}"#
 )]
 #[x_kube(
@@ -183,6 +184,24 @@ pub struct BeeosInstanceSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 64))]
     pub secret_injections: Vec<SecretInjection>,
+
+    /// A ConfigMap in this namespace that the operator keeps up to date with how to reach the
+    /// instance (BEEOS_INSTANCE_ID, BEEOS_ENDPOINT, BEEOS_REGION, BEEOS_STATUS,
+    /// BEEOS_CONNECTIVITY), for applications to load with `envFrom`. Owned by this resource
+    /// (deleted with it); never holds providerConfig, systemPrompt, mcpServers or a Secret
+    /// value. During a Replace it switches to the new instance once that is running and online.
+    /// An existing ConfigMap of that name not owned by this resource is left alone (Stalled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_connection_config_map_to_ref: Option<LocalObjectRef>,
+}
+
+/// A named object in the resource's own namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocalObjectRef {
+    /// The object's name (in the resource's namespace).
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// One Secret value placed into the deploy body.
@@ -293,6 +312,20 @@ pub struct BeeosInstanceStatus {
     /// The last `beeos.ai/restart-requested-at` value acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restart_requested_at: Option<String>,
+
+    /// The ConfigMap the operator last wrote the connection details to
+    /// (spec.writeConnectionConfigMapToRef), so a renamed one is cleaned up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_config_map: Option<String>,
+
+    /// Seconds run by instances this resource replaced (Replace, Recreate), so the run-time
+    /// metric of the resource never goes back when an instance is retired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_run_seconds: Option<i64>,
+
+    /// The trial expiry (expiresAt) a TrialExpiring warning was already given for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial_expiry_warned: Option<String>,
 }
 
 /// The live instance at BeeOS. Never holds providerConfig, systemPrompt or mcpServers: they
@@ -397,6 +430,9 @@ pub mod reason {
     pub const TRANSITION_TIMEOUT: &str = "TransitionTimeout";
     pub const SUPERSEDED: &str = "Superseded";
     pub const RESTORED: &str = "Restored";
+    pub const CONNECTION_CONFIG_MAP_NOT_OWNED: &str = "ConnectionConfigMapNotOwned";
+    pub const TRIAL_EXPIRING: &str = "TrialExpiring";
+    pub const TRIAL_EXPIRED: &str = "TrialExpired";
     pub const SECRET_UNAVAILABLE: &str = "SecretUnavailable";
     pub const SPEC_DRIFT: &str = "SpecDrift";
     pub const REPLACING: &str = "Replacing";

@@ -14,6 +14,8 @@ pub enum Error {
     WriteFinalizer(#[source] kube::Error),
     #[error("writing annotations: {0}")]
     WriteAnnotations(#[source] kube::Error),
+    #[error("writing the connection ConfigMap: {0}")]
+    WriteConnection(#[source] kube::Error),
     /// Never leaves a reconcile: the driver turns it into conditions and a requeue.
     #[error(transparent)]
     Beeos(#[from] crate::beeos::Error),
@@ -28,6 +30,7 @@ impl Error {
             Error::WriteStatus(_) => "WriteStatusFailed",
             Error::WriteFinalizer(_) => "WriteFinalizerFailed",
             Error::WriteAnnotations(_) => "WriteAnnotationsFailed",
+            Error::WriteConnection(_) => "WriteConnectionFailed",
             Error::Beeos(err) => err.reason(),
         }
     }

@@ -68,7 +68,43 @@ pub const FAMILIES: &[&str] = &[
     "beeos_operator_beeos_requests",
     "beeos_operator_beeos_rate_limit_wait_seconds",
     "beeos_operator_leader",
+    "beeos_operator_run_seconds",
+    "beeos_operator_namespace_run_seconds",
+    "beeos_operator_trial_expiry_timestamp_seconds",
 ];
+
+/// The run time of one resource's instances, for charge-back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunTime {
+    pub namespace: String,
+    pub name: String,
+    /// The current instance.
+    pub instance_id: String,
+    pub agent_framework: String,
+    pub region: String,
+    /// Seconds run by every instance the resource has had (retired ones included).
+    pub seconds: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RunLabels {
+    namespace: String,
+    name: String,
+    instance_id: String,
+    agent_framework: String,
+    region: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NamespaceLabel {
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    namespace: String,
+    name: String,
+}
 
 /// The operator's metrics, registered in one registry.
 pub struct Metrics {
@@ -85,6 +121,11 @@ pub struct Metrics {
     beeos_requests: Family<RequestLabels, Counter>,
     rate_limit_wait: Family<RouteLabel, Histogram>,
     leader: Gauge,
+    run_seconds: Family<RunLabels, Counter>,
+    namespace_run_seconds: Family<NamespaceLabel, Gauge>,
+    trial_expiry: Family<ResourceLabels, Gauge>,
+    /// The run-time series each resource has now, to move it along (or drop it) next time.
+    exported_run_times: std::sync::Mutex<std::collections::HashMap<(String, String), RunLabels>>,
 }
 
 impl Default for Metrics {
@@ -162,8 +203,30 @@ impl Default for Metrics {
             "1 while this process holds the leader Lease and reconciles, else 0",
             leader.clone(),
         );
+        let run_seconds = Family::<RunLabels, Counter>::default();
+        registry.register(
+            "run_seconds",
+            "Seconds run by the BeeOS instances of each resource, retired ones included (charge-back)",
+            run_seconds.clone(),
+        );
+        let namespace_run_seconds = Family::<NamespaceLabel, Gauge>::default();
+        registry.register(
+            "namespace_run_seconds",
+            "Seconds run by the BeeOS instances of the resources now in each namespace",
+            namespace_run_seconds.clone(),
+        );
+        let trial_expiry = Family::<ResourceLabels, Gauge>::default();
+        registry.register(
+            "trial_expiry_timestamp_seconds",
+            "When each resource's trial instance expires (Unix seconds); trials only",
+            trial_expiry.clone(),
+        );
         Self {
             registry,
+            run_seconds,
+            namespace_run_seconds,
+            trial_expiry,
+            exported_run_times: std::sync::Mutex::new(std::collections::HashMap::new()),
             resources,
             instances,
             reconcile_backlog,
@@ -262,6 +325,68 @@ impl Metrics {
         self.reconcile_backlog.set(backlog);
     }
 
+    /// Moves the run-time counters to `run_times` (absolute values that only grow) and the
+    /// per-namespace sums with them; drops the series of resources that are gone and of
+    /// instances that were replaced, so there is one series per resource.
+    pub fn set_run_times(&self, run_times: &[RunTime]) {
+        let mut exported = self
+            .exported_run_times
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut seen = std::collections::HashSet::new();
+        let mut by_namespace: BTreeMap<String, i64> = BTreeMap::new();
+        for run in run_times {
+            let key = (run.namespace.clone(), run.name.clone());
+            let labels = RunLabels {
+                namespace: run.namespace.clone(),
+                name: run.name.clone(),
+                instance_id: run.instance_id.clone(),
+                agent_framework: run.agent_framework.clone(),
+                region: run.region.clone(),
+            };
+            if let Some(previous) = exported.get(&key)
+                && *previous != labels
+            {
+                self.run_seconds.remove(previous);
+            }
+            let counter = self.run_seconds.get_or_create(&labels);
+            let now = counter.get();
+            if run.seconds > now {
+                counter.inc_by(run.seconds - now);
+            }
+            *by_namespace.entry(run.namespace.clone()).or_default() +=
+                i64::try_from(counter.get()).unwrap_or(i64::MAX);
+            exported.insert(key.clone(), labels);
+            seen.insert(key);
+        }
+        exported.retain(|key, labels| {
+            let keep = seen.contains(key);
+            if !keep {
+                self.run_seconds.remove(labels);
+            }
+            keep
+        });
+        self.namespace_run_seconds.clear();
+        for (namespace, seconds) in by_namespace {
+            self.namespace_run_seconds
+                .get_or_create(&NamespaceLabel { namespace })
+                .set(seconds);
+        }
+    }
+
+    /// Sets the expiry of every trial instance, `(namespace, name, Unix seconds)`.
+    pub fn set_trial_expiries(&self, expiries: &[(String, String, i64)]) {
+        self.trial_expiry.clear();
+        for (namespace, name, at) in expiries {
+            self.trial_expiry
+                .get_or_create(&ResourceLabels {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                })
+                .set(*at);
+        }
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut text = String::new();
@@ -346,6 +471,8 @@ mod tests {
         let observer = BeeosCallMetrics(metrics.clone());
         observer.finished(Operation::Get, "200");
         observer.waited(Operation::Get, Duration::ZERO);
+        metrics.set_run_times(&[run("a", "inst-1", 5)]);
+        metrics.set_trial_expiries(&[("ns".into(), "a".into(), 1)]);
         let text = metrics.encode().expect("encodes");
         let mut exported: Vec<&str> = text
             .lines()
@@ -356,6 +483,44 @@ mod tests {
         let mut listed = FAMILIES.to_vec();
         listed.sort_unstable();
         assert_eq!(exported, listed);
+    }
+
+    fn run(name: &str, instance_id: &str, seconds: u64) -> RunTime {
+        RunTime {
+            namespace: "ns".into(),
+            name: name.into(),
+            instance_id: instance_id.into(),
+            agent_framework: "beeos-claw".into(),
+            region: "eu-west-1".into(),
+            seconds,
+        }
+    }
+
+    #[test]
+    fn run_time_survives_a_replace_and_keeps_one_series_per_resource() {
+        let metrics = Metrics::default();
+        metrics.set_run_times(&[run("a", "inst-1", 100), run("b", "inst-9", 7)]);
+        // Replaced: the new instance's series carries the retired seconds on.
+        metrics.set_run_times(&[run("a", "inst-2", 130), run("b", "inst-9", 8)]);
+        let text = metrics.encode().expect("encodes");
+        assert!(
+            text.contains(
+                r#"instance_id="inst-2",agent_framework="beeos-claw",region="eu-west-1"} 130"#
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("inst-1"),
+            "the replaced instance's series is gone:\n{text}"
+        );
+        assert!(
+            text.contains(r#"beeos_operator_namespace_run_seconds{namespace="ns"} 138"#),
+            "{text}"
+        );
+        // b deleted: its series goes.
+        metrics.set_run_times(&[run("a", "inst-2", 131)]);
+        let text = metrics.encode().expect("encodes");
+        assert!(!text.contains("inst-9"), "{text}");
     }
 
     #[test]

@@ -25,13 +25,14 @@ fn users_kubeconfig(dir: &Path) -> Result<std::path::PathBuf> {
     let mut kubeconfig: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(control_plane.kubeconfig_path())?)?;
     let cluster = kubeconfig["clusters"][0]["cluster"].clone();
+    let user = kubeconfig["users"][0]["name"].clone();
     kubeconfig["clusters"] = json!([
         {"name": "elsewhere", "cluster": {"server": "https://127.0.0.1:1"}},
         {"name": "your-cluster", "cluster": cluster},
     ]);
     kubeconfig["contexts"] = json!([
-        {"name": "elsewhere", "context": {"cluster": "elsewhere", "user": "testenv-admin"}},
-        {"name": "your-cluster", "context": {"cluster": "your-cluster", "user": "testenv-admin"}},
+        {"name": "elsewhere", "context": {"cluster": "elsewhere", "user": user}},
+        {"name": "your-cluster", "context": {"cluster": "your-cluster", "user": user}},
     ]);
     kubeconfig["current-context"] = json!("your-cluster");
     let path = dir.join("users-kubeconfig");

@@ -38,6 +38,8 @@ pub struct Seen {
     pub observed: ObservedInstance,
     /// Seconds the instance has run, as BeeOS counts them.
     pub total_run_seconds: i64,
+    /// The agent framework, a label of the run-time metric.
+    pub agent_framework: String,
 }
 
 impl Seen {
@@ -45,6 +47,7 @@ impl Seen {
         Seen {
             observed: observed_instance(instance),
             total_run_seconds: instance.total_run_seconds,
+            agent_framework: instance.agent_framework.clone(),
         }
     }
 }
@@ -171,6 +174,22 @@ impl Fleet {
         account
     }
 
+    /// What the fleet last saw of `instance_id`, in whichever account holds it.
+    pub fn seen(&self, instance_id: &str) -> Option<Seen> {
+        let accounts: Vec<Arc<Account>> = self
+            .shared
+            .accounts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_key
+            .values()
+            .cloned()
+            .collect();
+        accounts
+            .iter()
+            .find_map(|account| account.state().instances.get(instance_id).cloned())
+    }
+
     /// `resource` is gone: it no longer keeps its account polled.
     pub fn release(&self, resource: &Key) {
         self.shared
@@ -236,6 +255,14 @@ impl Account {
             state.instances.insert(id, seen);
         }
         self.changed.notify_one();
+    }
+
+    /// The seconds `instance_id` has run, as last seen.
+    pub fn run_seconds(&self, instance_id: &str) -> Option<i64> {
+        self.state()
+            .instances
+            .get(instance_id)
+            .map(|seen| seen.total_run_seconds)
     }
 
     /// Our own call (a destroy) started a change BeeOS answered without the instance: poll it

@@ -7,6 +7,7 @@
 //! changed, and [`secrets`] reads, protects and watches the Secrets resources use.
 
 mod bookkeeping;
+mod connection;
 mod deploy;
 mod fleet;
 mod index;
@@ -67,6 +68,8 @@ pub struct Intervals {
     /// How long an instance may stay in transition (or running but not online) before the
     /// resource is `Stalled` with reason `TransitionTimeout`.
     pub transition_timeout: Duration,
+    /// How long before a trial instance expires its resource gets a `TrialExpiring` warning.
+    pub trial_expiry_warning: Duration,
 }
 
 impl Default for Intervals {
@@ -80,6 +83,7 @@ impl Default for Intervals {
             max_backoff: Duration::from_secs(300),
             deploy_grace: Duration::from_secs(120),
             transition_timeout: Duration::from_secs(900),
+            trial_expiry_warning: Duration::from_secs(72 * 3600),
         }
     }
 }
@@ -483,15 +487,68 @@ fn user_annotations(resource: &BeeosInstance) -> Option<u64> {
     Some(hasher.finish())
 }
 
-/// Keeps the gauges of resources and instances by namespace up to date: computed from the
-/// cache every few seconds, never from BeeOS.
+/// Keeps the gauges of resources and instances by namespace, the run-time counters and the
+/// trial expiries up to date: computed from the caches every few seconds, never from BeeOS.
 async fn gauges(context: Arc<Context>) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     loop {
         tick.tick().await;
         let resources = context.resources.all();
         context.metrics.set_resource_gauges(&resources);
+        let (run_times, expiries) = run_times_and_expiries(&context, &resources);
+        context.metrics.set_run_times(&run_times);
+        context.metrics.set_trial_expiries(&expiries);
     }
+}
+
+/// Each resource's run time (retired instances, the current one, and one being retired that is
+/// not yet counted in the retired seconds) and each trial's expiry.
+fn run_times_and_expiries(
+    context: &Context,
+    resources: &[Arc<BeeosInstance>],
+) -> (Vec<crate::metrics::RunTime>, Vec<(String, String, i64)>) {
+    let mut run_times = Vec::new();
+    let mut expiries = Vec::new();
+    for resource in resources {
+        let Some(current) = resource.annotations().get(INSTANCE_ID_ANNOTATION) else {
+            continue;
+        };
+        let Some(seen) = context.fleet.seen(current) else {
+            continue;
+        };
+        let namespace = resource.namespace().unwrap_or_default();
+        let name = resource.name_any();
+        let retiring = resource
+            .annotations()
+            .get(crate::crd::RETIRING_ID_ANNOTATION)
+            .and_then(|id| context.fleet.seen(id))
+            .filter(|r| r.observed.desired_status.as_deref() != Some("terminated"))
+            .map_or(0, |r| r.total_run_seconds);
+        let retired = resource
+            .status
+            .as_ref()
+            .and_then(|s| s.retired_run_seconds)
+            .unwrap_or(0);
+        let seconds = retired + seen.total_run_seconds + retiring;
+        run_times.push(crate::metrics::RunTime {
+            namespace: namespace.clone(),
+            name: name.clone(),
+            instance_id: current.clone(),
+            agent_framework: seen.agent_framework.clone(),
+            region: seen.observed.region.clone().unwrap_or_default(),
+            seconds: u64::try_from(seconds).unwrap_or(0),
+        });
+        if seen.observed.is_trial == Some(true)
+            && let Some(at) = seen
+                .observed
+                .expires_at
+                .as_deref()
+                .and_then(|at| at.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        {
+            expiries.push((namespace, name, at.as_second()));
+        }
+    }
+    (run_times, expiries)
 }
 
 /// Re-exported for the reconcile driver's return type.

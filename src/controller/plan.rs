@@ -148,6 +148,8 @@ pub enum Step {
     InstanceForbidden(Which),
     /// An instance has been in transition longer than the operator waits.
     TransitionTimeout(Which),
+    /// BeeOS stopped a trial instance at its expiry: starting it again would be refused.
+    TrialExpired,
     /// Nothing (more) to clean up at BeeOS: let the resource go.
     RemoveFinalizer,
     /// Everything matches the spec (or the drift is left alone under OnDelete).
@@ -220,6 +222,9 @@ pub fn next_step(observation: &Observation<'_>) -> Step {
     };
     if o.ownership == Ownership::Free {
         return Step::Claim;
+    }
+    if trial_expired(instance) {
+        return Step::TrialExpired;
     }
     let Some(digest) = o.current.digest else {
         return Step::RecordDigest;
@@ -358,6 +363,11 @@ fn deletion_step(o: &Observation<'_>) -> Step {
     } else {
         Step::RemoveFinalizer
     }
+}
+
+/// BeeOS halted the instance because its trial ran out.
+pub fn trial_expired(instance: &ObservedInstance) -> bool {
+    instance.halt_reason.as_deref() == Some("trial_expired")
 }
 
 /// The instance's lifecycle state.
@@ -738,6 +748,16 @@ mod tests {
         o.desired_digest = Some("d2");
         o.update_strategy = UpdateStrategy::OnDelete;
         assert_eq!(next_step(&o), Step::Steady);
+    }
+
+    #[test]
+    fn an_expired_trial_is_reported_not_started_again() {
+        let mut expired = instance("stopped", "stopped");
+        expired.halt_reason = Some("trial_expired".into());
+        assert_eq!(
+            next_step(&observation(Remote::Found(&expired))),
+            Step::TrialExpired
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -204,12 +204,20 @@ pub(super) struct Driver<'a> {
     pub(super) mutated: bool,
     /// A step asks to look again this soon (rather than when something changes).
     pub(super) requeue: Option<Duration>,
+    /// Status bookkeeping, as read and as changed by this reconcile.
+    pub(super) connection_config_map: Option<String>,
+    pub(super) retired_run_seconds: Option<i64>,
+    pub(super) trial_expiry_warned: Option<String>,
 }
 
 impl<'a> Driver<'a> {
     fn new(ctx: &'a Context, resource: Arc<BeeosInstance>) -> Result<Driver<'a>, Error> {
         let namespace = resource.namespace().ok_or(Error::NotNamespaced)?;
+        let status = resource.status.clone().unwrap_or_default();
         Ok(Driver {
+            connection_config_map: status.connection_config_map,
+            retired_run_seconds: status.retired_run_seconds,
+            trial_expiry_warned: status.trial_expiry_warned,
             api: Api::namespaced(ctx.client.clone(), &namespace),
             ctx,
             key: Key::of(&resource),
@@ -351,6 +359,11 @@ impl<'a> Driver<'a> {
                 self.instances.entry(which).or_insert(*instance);
             }
         }
+        let outcome = match outcome {
+            // Applications learn where the instance is from the connection ConfigMap.
+            Ok(None) if !deleting => self.publish_connection().await,
+            other => other,
+        };
         match outcome {
             Ok(problem) => {
                 if problem.is_none() {
@@ -392,7 +405,21 @@ impl<'a> Driver<'a> {
                 self.power(beeos, step, &id(Which::Current), restart_value.as_deref())
                     .await
             }
-            Step::Destroy(which) => self.destroy(beeos, &id(*which)).await,
+            Step::Destroy(which) => {
+                let instance_id = id(*which);
+                let ran = self
+                    .account
+                    .as_ref()
+                    .and_then(|a| a.run_seconds(&instance_id));
+                let outcome = self.destroy(beeos, &instance_id).await;
+                if *which == Which::Retiring && self.mutated {
+                    // The replaced instance's run time stays the resource's (the run-time
+                    // metric must never go back).
+                    self.retired_run_seconds =
+                        Some(self.retired_run_seconds.unwrap_or(0) + ran.unwrap_or(0));
+                }
+                outcome
+            }
             Step::Forget(which) => self.forget(*which, o).await.map(|()| None),
             Step::PromoteReplacement => self.promote(o).await.map(|()| None),
             Step::RetireForRecreate => self.retire_for_recreate(o).await.map(|()| None),
@@ -436,6 +463,21 @@ impl<'a> Driver<'a> {
                          (--transition-timeout); check it in BeeOS",
                         id(*which),
                         humantime::format_duration(self.ctx.intervals.transition_timeout)
+                    ),
+                }))
+            }
+            Step::TrialExpired => {
+                let expired_at = match o.current.remote {
+                    Remote::Found(i) => i.expires_at.clone().unwrap_or_else(|| "its expiry".into()),
+                    _ => "its expiry".into(),
+                };
+                Ok(Some(Problem::NeedsAction {
+                    reason: reason::TRIAL_EXPIRED,
+                    message: format!(
+                        "trial instance {} expired at {expired_at} and BeeOS stopped it \
+                         (haltReason trial_expired); deploy a non-trial variant or delete this \
+                         resource",
+                        id(Which::Current)
                     ),
                 }))
             }
@@ -512,46 +554,111 @@ impl<'a> Driver<'a> {
         problem: Option<Problem>,
         update: Update,
     ) -> ReconcileResult {
-        let intervals = &self.ctx.intervals;
         if let Some(problem) = &problem {
             self.announce(problem).await;
         }
+        self.warn_of_trial_expiry().await;
+        let intervals = &self.ctx.intervals;
         // After our own call the next poll shows how it went; writing now would only show that
         // it started — unless the resource was Ready (the news is that it no longer is: a stop
         // behind the operator's back, a spec change), or a restart was acted on (it is
         // recorded in status).
         let status = self.resource.status.as_ref();
-        let restart_recorded =
-            self.last_restart.as_ref() == status.and_then(|s| s.last_restart_requested_at.as_ref());
+        let bookkeeping_recorded = status.is_some_and(|s| {
+            s.last_restart_requested_at == self.last_restart
+                && s.connection_config_map == self.connection_config_map
+                && s.retired_run_seconds == self.retired_run_seconds
+                && s.trial_expiry_warned == self.trial_expiry_warned
+        }) || (status.is_none()
+            && self.last_restart.is_none()
+            && self.connection_config_map.is_none());
         let was_ready = status.is_some_and(|s| {
             s.conditions
                 .iter()
                 .any(|c| c.type_ == condition::READY && c.status == "True")
         });
-        if !(self.mutated && problem.is_none() && restart_recorded && !was_ready) {
+        if !(self.mutated && problem.is_none() && bookkeeping_recorded && !was_ready) {
             self.write_status(&step, problem.as_ref(), update).await?;
         }
-        let action = match (&problem, &step) {
-            (_, Step::Paused) => Action::await_change(),
+        let after = match (&problem, &step) {
+            (_, Step::Paused) => None,
             (Some(Problem::NeedsAction { reason, .. }), _)
                 if *reason == reason::CREDENTIALS_UNAVAILABLE
                     || *reason == reason::SECRET_UNAVAILABLE =>
             {
-                Action::requeue(intervals.missing_secret_retry)
+                Some(intervals.missing_secret_retry)
             }
-            (Some(Problem::NeedsAction { .. }), _) => Action::requeue(intervals.stalled_retry),
+            (Some(Problem::NeedsAction { .. }), _) => Some(intervals.stalled_retry),
             (Some(Problem::Retrying { .. }), _) => {
-                Action::requeue(self.ctx.backoff(self.object.clone(), None))
+                Some(self.ctx.backoff(self.object.clone(), None))
             }
-            (None, _) if self.requeue.is_some() => {
-                Action::requeue(self.requeue.unwrap_or_default())
-            }
+            (None, _) if self.requeue.is_some() => self.requeue,
             // Watches and the fleet wake the resource when anything changes.
-            (None, Step::Steady) => Action::await_change(),
+            (None, Step::Steady) => None,
             // The fleet wakes it when the instance moves; the requeue is a backstop.
-            (None, _) => Action::requeue(intervals.steady_poll),
+            (None, _) => Some(intervals.steady_poll),
         };
-        Ok(action)
+        // Time alone brings a trial into its warning window: look again then.
+        let after = match (after, self.trial_warning_due_in()) {
+            (Some(after), Some(due)) => Some(after.min(due)),
+            (after, due) => after.or(due),
+        };
+        Ok(after.map_or_else(Action::await_change, Action::requeue))
+    }
+
+    /// The current instance as this reconcile knows it.
+    fn current_instance(&self) -> Option<ObservedInstance> {
+        self.instances.get(&Which::Current).cloned().or_else(|| {
+            self.resource
+                .status
+                .as_ref()
+                .and_then(|s| s.instance.clone())
+        })
+    }
+
+    /// How long until the current trial instance enters its warning window (`None`: not a
+    /// trial, or already in it).
+    fn trial_warning_due_in(&self) -> Option<Duration> {
+        let instance = self.current_instance()?;
+        let expires = trial_expiry(&instance)?;
+        let window = SignedDuration::try_from(self.ctx.intervals.trial_expiry_warning).ok()?;
+        let due = expires.checked_sub(window).ok()?;
+        Duration::try_from(due.duration_since(Timestamp::now())).ok()
+    }
+
+    /// A Warning event once the current trial instance expires within the window: once per
+    /// expiry (recorded in status), not per reconcile.
+    async fn warn_of_trial_expiry(&mut self) {
+        let Some(instance) = self.current_instance() else {
+            return;
+        };
+        let Some(expires) = trial_expiry(&instance) else {
+            return;
+        };
+        let expires_at = instance.expires_at.clone().unwrap_or_default();
+        let left = expires.duration_since(Timestamp::now());
+        let window = SignedDuration::try_from(self.ctx.intervals.trial_expiry_warning)
+            .unwrap_or(SignedDuration::MAX);
+        if left > window
+            || left.is_negative()
+            || self.trial_expiry_warned.as_deref() == Some(expires_at.as_str())
+        {
+            return;
+        }
+        let left = humantime::format_duration(Duration::from_secs(
+            u64::try_from(left.as_secs()).unwrap_or(0),
+        ));
+        self.publish(
+            EventType::Warning,
+            reason::TRIAL_EXPIRING,
+            "Warn",
+            format!(
+                "trial instance {} expires at {expires_at} (in {left}); BeeOS stops it then",
+                instance.id
+            ),
+        )
+        .await;
+        self.trial_expiry_warned = Some(expires_at);
     }
 
     /// A Warning event for a problem a person must fix — once per cause: not again while the
@@ -608,6 +715,9 @@ impl<'a> Driver<'a> {
             update,
             problem,
             last_restart_requested_at: self.last_restart.clone(),
+            connection_config_map: self.connection_config_map.clone(),
+            retired_run_seconds: self.retired_run_seconds,
+            trial_expiry_warned: self.trial_expiry_warned.clone(),
         };
         let now = Time(Timestamp::now());
         let status = desired_status(current, &input, &now);
@@ -644,6 +754,14 @@ impl<'a> Driver<'a> {
             tracing::warn!(error = %err, "publishing an event failed");
         }
     }
+}
+
+/// When a trial instance expires (`None` for others, or an unreadable time).
+fn trial_expiry(instance: &ObservedInstance) -> Option<Timestamp> {
+    if instance.is_trial != Some(true) {
+        return None;
+    }
+    instance.expires_at.as_deref()?.parse().ok()
 }
 
 fn found_or_gone(instance: ObservedInstance) -> Looked {

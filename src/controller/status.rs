@@ -56,6 +56,10 @@ pub struct StatusInput<'a> {
     pub update: Update,
     pub problem: Option<&'a Problem>,
     pub last_restart_requested_at: Option<String>,
+    /// Bookkeeping kept in status as is: see the fields of `BeeosInstanceStatus`.
+    pub connection_config_map: Option<String>,
+    pub retired_run_seconds: Option<i64>,
+    pub trial_expiry_warned: Option<String>,
 }
 
 /// The status fields worth showing from a BeeOS instance: never providerConfig, systemPrompt or
@@ -158,6 +162,9 @@ pub fn desired_status(
         instance: input.instance.clone(),
         replacement: input.replacement.clone(),
         last_restart_requested_at: input.last_restart_requested_at.clone(),
+        connection_config_map: input.connection_config_map.clone(),
+        retired_run_seconds: input.retired_run_seconds,
+        trial_expiry_warned: input.trial_expiry_warned.clone(),
     }
 }
 
@@ -309,6 +316,9 @@ mod tests {
             update: Update::None,
             problem: None,
             last_restart_requested_at: None,
+            connection_config_map: None,
+            retired_run_seconds: None,
+            trial_expiry_warned: None,
         }
     }
 
