@@ -49,6 +49,7 @@ fn operator_rules() -> Value {
          "verbs": ["get", "list", "watch", "patch"]},
         {"apiGroups": ["beeos.ai"], "resources": ["beeosinstances/status"], "verbs": ["patch"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "patch"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch", "delete"]},
         {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ])
 }
@@ -975,7 +976,8 @@ async fn cluster_wide_service_account_may_do_only_what_the_operator_does() -> Re
             (false, "update", "secrets", some),
             (false, "delete", "secrets", some),
             (false, "list", "pods", any),
-            (false, "get", "configmaps", some),
+            (true, "get", "configmaps", some),
+            (false, "list", "configmaps", any),
             (false, "create", "events", some),
             (false, "list", "namespaces", any),
             (

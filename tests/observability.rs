@@ -234,7 +234,7 @@ async fn alerting_rules_pass_promtool_check_and_their_unit_tests() -> Result<()>
         dir.clone(),
     )
     .await?;
-    ensure!(checked.contains("SUCCESS: 4 rules found"), "{checked}");
+    ensure!(checked.contains("SUCCESS: 6 rules found"), "{checked}");
 
     std::fs::copy(
         repo_path("tests/prometheus/alerts_test.yaml"),
@@ -269,6 +269,15 @@ fn exported_metric_names() -> Result<BTreeSet<String>> {
     use beeos_operator::beeos::{CallObserver, Operation};
     calls.finished(Operation::Get, "200");
     calls.waited(Operation::Get, std::time::Duration::ZERO);
+    metrics.set_run_times(&[beeos_operator::metrics::RunTime {
+        namespace: "example".into(),
+        name: "example".into(),
+        instance_id: "inst-1".into(),
+        agent_framework: "beeos-claw".into(),
+        region: "eu".into(),
+        seconds: 1,
+    }]);
+    metrics.set_trial_expiries(&[("example".into(), "example".into(), 1)]);
     let text = metrics.encode()?;
     // The operator's own list of what it exports must be what this finds.
     let families: BTreeSet<&str> = text

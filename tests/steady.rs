@@ -1,7 +1,8 @@
 //! Idle when nothing changes, every change seen within one listing — the scale design's guard,
-//! on counts, with a few hundred resources: across several listings of a steady fleet the
-//! operator reconciles nothing, reads no Secret and writes nothing; an instance stopped behind
-//! its back shows in status after at most one further listing.
+//! on counts, with a few hundred resources (some with credentials Secrets, some publishing a
+//! connection ConfigMap): across several listings of a steady fleet the operator reconciles
+//! nothing, reads no Secret or ConfigMap and writes nothing; an instance stopped behind its back
+//! shows in status after at most one further listing.
 
 mod support;
 
@@ -112,6 +113,10 @@ async fn a_steady_fleet_costs_no_reconcile_no_secret_read_and_a_change_shows_wit
         if i % 10 == 0 {
             resource.data["spec"]["credentials"] = json!({"name": "beeos-token"});
         }
+        if i % 10 == 5 {
+            resource.data["spec"]["writeConnectionConfigMapToRef"] =
+                json!({"name": format!("{name}-connection")});
+        }
         env.apply(resource).await?;
     }
     let api: Api<BeeosInstance> = env.api();
@@ -150,6 +155,9 @@ async fn a_steady_fleet_costs_no_reconcile_no_secret_read_and_a_change_shows_wit
         "PATCH beeosinstances",
         "APPLY beeosinstances/status",
         "POST events",
+        "APPLY configmaps",
+        "PATCH configmaps",
+        "GET configmaps",
     ] {
         assert_eq!(
             delta(&requests_after, &requests_before, write),

@@ -87,6 +87,11 @@ BeeosInstance, and reads Secrets only by name (a resource's spec.credentials and
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "patch"]
+# The connection ConfigMap a resource may ask for (spec.writeConnectionConfigMapToRef): read to
+# see whether it changed or belongs to someone else, applied, and deleted when renamed.
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["get", "create", "patch", "delete"]
 # kube-runtime's Recorder: creates an event, then patches it when the same event repeats.
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
