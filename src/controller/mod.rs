@@ -13,6 +13,7 @@ mod fleet;
 mod index;
 mod plan;
 mod reconcile;
+mod report;
 mod request;
 mod secrets;
 mod status;

@@ -1,7 +1,8 @@
 //! The reconcile driver: gathers what is true in Kubernetes and at BeeOS, takes the one step
-//! [`next_step`] chooses, and records the outcome in status and events. Decisions live in
-//! `plan` and `status`; the steps themselves live beside this file: metadata writes in
-//! `bookkeeping`, deploying and finding deploys in `deploy`, Secrets in `secrets`.
+//! [`next_step`] chooses, and hands the outcome to `report`. Decisions live in `plan` and
+//! `status`; the steps live beside this file: metadata writes in `bookkeeping`, deploying and
+//! finding deploys in `deploy`, Secrets in `secrets`, the connection ConfigMap in
+//! `connection`, status, events and requeues in `report`.
 //!
 //! Crash safety rests on ordering: every deploy is preceded by a pending mark and followed by
 //! recording the id, only by the process whose mark is still current; whenever a mark is
@@ -12,22 +13,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Api, Patch, PatchParams};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 
 use super::fleet::{Account, Lookup};
 use super::index::{Claim, Entry, Key};
 use super::plan::{Observation, Remote, Slot, Step, Which, next_step, transition_exceeded};
 use super::request::digest;
-use super::status::{Problem, StatusInput, Update, desired_status, observed_instance};
+use super::status::{Problem, Update, observed_instance};
 use super::{Context, ReconcileResult};
-use crate::beeos::{BeeosClient, ErrorClass};
+use crate::beeos::BeeosClient;
 use crate::crd::{
     BeeosInstance, CLAIM_ANNOTATION, DEPLOY_STARTED_AT_ANNOTATION, DEPLOYED_DIGEST_ANNOTATION,
     FINALIZER, INSTANCE_ID_ANNOTATION, ObservedInstance, PAUSED_ANNOTATION,
@@ -186,6 +184,33 @@ enum Looked {
     Forbidden,
 }
 
+/// Every lookup of one reconcile; the observation borrows from it.
+#[derive(Default)]
+struct LookedUp {
+    slots: BTreeMap<Which, Looked>,
+    lost: Option<Looked>,
+}
+
+impl LookedUp {
+    /// Puts what BeeOS reported into the observation's slots, and whether a transition has
+    /// lasted longer than `limit`.
+    fn fill_in<'a>(&'a self, observation: &mut Observation<'a>, limit: Duration) {
+        let now = Timestamp::now();
+        for which in [Which::Current, Which::Replacement, Which::Retiring] {
+            let slot = observation.slot_mut(which);
+            if let Some(found) = self.slots.get(&which) {
+                slot.remote = remote(found);
+                if let Looked::Found(instance) = found {
+                    slot.stuck = transition_exceeded(instance, now, limit);
+                }
+            }
+        }
+        if let Some(found) = &self.lost {
+            observation.lost.remote = remote(found);
+        }
+    }
+}
+
 pub(super) struct Driver<'a> {
     pub(super) api: Api<BeeosInstance>,
     pub(super) ctx: &'a Context,
@@ -239,55 +264,16 @@ impl<'a> Driver<'a> {
         &self.key.namespace
     }
 
+    /// Observe, plan, act, report: one pass of the reconcile.
     async fn run(&mut self) -> ReconcileResult {
         let resource = self.resource.clone();
-        let restart_value = resource
-            .annotations()
-            .get(RESTART_REQUESTED_AT_ANNOTATION)
-            .cloned();
-        let claim = annotation(&resource, Some(CLAIM_ANNOTATION));
-        let entry = Entry::of(&resource);
         let deleting = resource.meta().deletion_timestamp.is_some();
-        let mut observation = Observation {
-            deleting,
-            has_finalizer: resource.finalizers().iter().any(|f| f == FINALIZER),
-            paused: annotation(&resource, Some(PAUSED_ANNOTATION)) == Some("true"),
-            deletion_policy: resource.spec.deletion_policy,
-            power_state: resource.spec.power_state,
-            update_strategy: resource.spec.update_strategy,
-            restart_requested: restart_value.is_some() && restart_value != self.last_restart,
-            desired_digest: None,
-            current: recorded_slot(&resource, Which::Current),
-            replacement: recorded_slot(&resource, Which::Replacement),
-            retiring: recorded_slot(&resource, Which::Retiring),
-            ownership: self.ctx.resources.index().ownership(&resource),
-            bookkeeping_own: entry.bookkeeping_is_own(&self.key),
-            lost: Slot {
-                id: lost_id(&resource, &self.key, claim),
-                ..Slot::default()
-            },
-        };
+        let mut observation = self.recorded(&resource);
 
         // Steps that need no BeeOS call come first, so that a resource without credentials can
         // still be paused, claimed or let go when nothing of its own was ever deployed.
-        let early = next_step(&observation);
-        match early {
-            Step::Paused => return self.finish(Step::Paused, None, Update::None).await,
-            Step::AddFinalizer => {
-                self.set_finalizer(true).await?;
-                return Ok(Action::requeue(Duration::ZERO));
-            }
-            Step::RemoveFinalizer => return self.release().await,
-            Step::InstanceClaimed(ref owner) => {
-                let problem = claimed_problem(observation.current.id, owner);
-                return self.finish(early, Some(problem), Update::None).await;
-            }
-            Step::Claim if !observation.bookkeeping_own => {
-                self.claim(&observation, None).await?;
-                return Ok(Action::requeue(Duration::ZERO));
-            }
-            Step::Steady if deleting => return Ok(Action::await_change()),
-            _ => {}
+        if let Some(done) = self.without_beeos(&observation, deleting).await {
+            return done;
         }
 
         let beeos = match self.beeos_client().await? {
@@ -312,49 +298,24 @@ impl<'a> Driver<'a> {
         let update = update_progress(&observation);
 
         // The instances as BeeOS reports them now; the observation borrows them.
-        let mut looked_up: BTreeMap<Which, Looked> = BTreeMap::new();
-        let mut lost: Option<Looked> = None;
-        for which in [Which::Current, Which::Replacement, Which::Retiring] {
-            let Some(id) = observation.slot(which).id else {
-                continue;
-            };
-            match self.look_up(&beeos, id).await {
-                Ok(found) => {
-                    looked_up.insert(which, found);
-                }
-                Err(err) => {
-                    return self.failed(Step::AwaitTransition, err, update).await;
-                }
-            }
-        }
-        if let Some(id) = observation.lost.id {
-            match self.look_up(&beeos, id).await {
-                Ok(found) => lost = Some(found),
-                Err(err) => return self.failed(Step::AwaitTransition, err, update).await,
-            }
-        }
-        let now = Timestamp::now();
-        let limit = self.ctx.intervals.transition_timeout;
-        for which in [Which::Current, Which::Replacement, Which::Retiring] {
-            let slot = observation.slot_mut(which);
-            if let Some(found) = looked_up.get(&which) {
-                slot.remote = remote(found);
-                if let Looked::Found(instance) = found {
-                    slot.stuck = transition_exceeded(instance, now, limit);
-                }
-            }
-        }
-        if let Some(found) = &lost {
-            observation.lost.remote = remote(found);
-        }
+        let looked_up = match self.look_up_all(&beeos, &observation).await {
+            Ok(looked_up) => looked_up,
+            Err(err) => return self.failed(Step::AwaitTransition, err, update).await,
+        };
+        looked_up.fill_in(&mut observation, self.ctx.intervals.transition_timeout);
 
         let step = next_step(&observation);
-        tracing::debug!(?step, ?update, current = ?observation.current, replacement = ?observation.replacement, retiring = ?observation.retiring, "planned");
+        tracing::debug!(?step, ?update, current = ?observation.current,
+            replacement = ?observation.replacement, retiring = ?observation.retiring, "planned");
+        let restart_value = resource
+            .annotations()
+            .get(RESTART_REQUESTED_AT_ANNOTATION)
+            .cloned();
         let outcome = self
             .take_step(&step, &observation, &beeos, request.as_ref(), restart_value)
             .await;
         // Answers from the step itself are newer than the lookups.
-        for (which, found) in looked_up {
+        for (which, found) in looked_up.slots {
             if let Looked::Found(instance) = found {
                 self.instances.entry(which).or_insert(*instance);
             }
@@ -374,6 +335,78 @@ impl<'a> Driver<'a> {
             Err(Error::Beeos(err)) => self.failed(step, err, update).await,
             Err(err) => Err(err),
         }
+    }
+
+    /// The resource as its own records tell it: annotations, claim, finalizer, spec, status.
+    fn recorded<'r>(&self, resource: &'r BeeosInstance) -> Observation<'r> {
+        let restart_value = resource.annotations().get(RESTART_REQUESTED_AT_ANNOTATION);
+        let claim = annotation(resource, Some(CLAIM_ANNOTATION));
+        Observation {
+            deleting: resource.meta().deletion_timestamp.is_some(),
+            has_finalizer: resource.finalizers().iter().any(|f| f == FINALIZER),
+            paused: annotation(resource, Some(PAUSED_ANNOTATION)) == Some("true"),
+            deletion_policy: resource.spec.deletion_policy,
+            power_state: resource.spec.power_state,
+            update_strategy: resource.spec.update_strategy,
+            restart_requested: restart_value.is_some()
+                && restart_value != self.last_restart.as_ref(),
+            desired_digest: None,
+            current: recorded_slot(resource, Which::Current),
+            replacement: recorded_slot(resource, Which::Replacement),
+            retiring: recorded_slot(resource, Which::Retiring),
+            ownership: self.ctx.resources.index().ownership(resource),
+            bookkeeping_own: Entry::of(resource).bookkeeping_is_own(&self.key),
+            lost: Slot {
+                id: lost_id(resource, &self.key, claim),
+                ..Slot::default()
+            },
+        }
+    }
+
+    /// Takes a step that needs no BeeOS call, if the records alone decide one.
+    async fn without_beeos(
+        &mut self,
+        observation: &Observation<'_>,
+        deleting: bool,
+    ) -> Option<ReconcileResult> {
+        let step = next_step(observation);
+        Some(match step {
+            Step::Paused => self.finish(Step::Paused, None, Update::None).await,
+            Step::AddFinalizer => self
+                .set_finalizer(true)
+                .await
+                .map(|()| Action::requeue(Duration::ZERO)),
+            Step::RemoveFinalizer => self.release().await,
+            Step::InstanceClaimed(ref owner) => {
+                let problem = claimed_problem(observation.current.id, owner);
+                self.finish(step, Some(problem), Update::None).await
+            }
+            Step::Claim if !observation.bookkeeping_own => self
+                .claim(observation, None)
+                .await
+                .map(|()| Action::requeue(Duration::ZERO)),
+            Step::Steady if deleting => Ok(Action::await_change()),
+            _ => return None,
+        })
+    }
+
+    /// Looks up every recorded instance (and a lost one) at BeeOS, through the fleet.
+    async fn look_up_all(
+        &mut self,
+        beeos: &BeeosClient,
+        observation: &Observation<'_>,
+    ) -> Result<LookedUp, crate::beeos::Error> {
+        let mut looked_up = LookedUp::default();
+        for which in [Which::Current, Which::Replacement, Which::Retiring] {
+            if let Some(id) = observation.slot(which).id {
+                let found = self.look_up(beeos, id).await?;
+                looked_up.slots.insert(which, found);
+            }
+        }
+        if let Some(id) = observation.lost.id {
+            looked_up.lost = Some(self.look_up(beeos, id).await?);
+        }
+        Ok(looked_up)
     }
 
     /// Takes one step; `Ok(Some(problem))` when it found something a person must fix.
@@ -514,254 +547,6 @@ impl<'a> Driver<'a> {
             Err(err) => Err(err),
         }
     }
-
-    /// Folds a BeeOS failure into the status: permanent ones stall (retried slowly, and at once
-    /// on any change to the resource), transient ones back off with jitter.
-    pub(super) async fn failed(
-        &mut self,
-        step: Step,
-        err: crate::beeos::Error,
-        update: Update,
-    ) -> ReconcileResult {
-        self.ctx.metrics.beeos_error(err.reason());
-        let message = err.to_string();
-        tracing::info!(error = %message, "BeeOS call failed");
-        let (problem, requeue) = match err.class() {
-            ErrorClass::Permanent => (
-                Problem::NeedsAction {
-                    reason: err.reason(),
-                    message: message.clone(),
-                },
-                self.ctx.intervals.stalled_retry,
-            ),
-            ErrorClass::Retryable | ErrorClass::Transition => (
-                Problem::Retrying {
-                    reason: err.reason(),
-                    message: message.clone(),
-                },
-                self.ctx.backoff(self.object.clone(), err.retry_after()),
-            ),
-        };
-        self.announce(&problem).await;
-        self.write_status(&step, Some(&problem), update).await?;
-        Ok(Action::requeue(requeue))
-    }
-
-    /// Writes the status (when it changed) and picks when to look again.
-    pub(super) async fn finish(
-        &mut self,
-        step: Step,
-        problem: Option<Problem>,
-        update: Update,
-    ) -> ReconcileResult {
-        if let Some(problem) = &problem {
-            self.announce(problem).await;
-        }
-        self.warn_of_trial_expiry().await;
-        let intervals = &self.ctx.intervals;
-        // After our own call the next poll shows how it went; writing now would only show that
-        // it started — unless the resource was Ready (the news is that it no longer is: a stop
-        // behind the operator's back, a spec change), or a restart was acted on (it is
-        // recorded in status).
-        let status = self.resource.status.as_ref();
-        let bookkeeping_recorded = status.is_some_and(|s| {
-            s.last_restart_requested_at == self.last_restart
-                && s.connection_config_map == self.connection_config_map
-                && s.retired_run_seconds == self.retired_run_seconds
-                && s.trial_expiry_warned == self.trial_expiry_warned
-        }) || (status.is_none()
-            && self.last_restart.is_none()
-            && self.connection_config_map.is_none());
-        let was_ready = status.is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == condition::READY && c.status == "True")
-        });
-        if !(self.mutated && problem.is_none() && bookkeeping_recorded && !was_ready) {
-            self.write_status(&step, problem.as_ref(), update).await?;
-        }
-        let after = match (&problem, &step) {
-            (_, Step::Paused) => None,
-            (Some(Problem::NeedsAction { reason, .. }), _)
-                if *reason == reason::CREDENTIALS_UNAVAILABLE
-                    || *reason == reason::SECRET_UNAVAILABLE =>
-            {
-                Some(intervals.missing_secret_retry)
-            }
-            (Some(Problem::NeedsAction { .. }), _) => Some(intervals.stalled_retry),
-            (Some(Problem::Retrying { .. }), _) => {
-                Some(self.ctx.backoff(self.object.clone(), None))
-            }
-            (None, _) if self.requeue.is_some() => self.requeue,
-            // Watches and the fleet wake the resource when anything changes.
-            (None, Step::Steady) => None,
-            // The fleet wakes it when the instance moves; the requeue is a backstop.
-            (None, _) => Some(intervals.steady_poll),
-        };
-        // Time alone brings a trial into its warning window: look again then.
-        let after = match (after, self.trial_warning_due_in()) {
-            (Some(after), Some(due)) => Some(after.min(due)),
-            (after, due) => after.or(due),
-        };
-        Ok(after.map_or_else(Action::await_change, Action::requeue))
-    }
-
-    /// The current instance as this reconcile knows it.
-    fn current_instance(&self) -> Option<ObservedInstance> {
-        self.instances.get(&Which::Current).cloned().or_else(|| {
-            self.resource
-                .status
-                .as_ref()
-                .and_then(|s| s.instance.clone())
-        })
-    }
-
-    /// How long until the current trial instance enters its warning window (`None`: not a
-    /// trial, or already in it).
-    fn trial_warning_due_in(&self) -> Option<Duration> {
-        let instance = self.current_instance()?;
-        let expires = trial_expiry(&instance)?;
-        let window = SignedDuration::try_from(self.ctx.intervals.trial_expiry_warning).ok()?;
-        let due = expires.checked_sub(window).ok()?;
-        Duration::try_from(due.duration_since(Timestamp::now())).ok()
-    }
-
-    /// A Warning event once the current trial instance expires within the window: once per
-    /// expiry (recorded in status), not per reconcile.
-    async fn warn_of_trial_expiry(&mut self) {
-        let Some(instance) = self.current_instance() else {
-            return;
-        };
-        let Some(expires) = trial_expiry(&instance) else {
-            return;
-        };
-        let expires_at = instance.expires_at.clone().unwrap_or_default();
-        let left = expires.duration_since(Timestamp::now());
-        let window = SignedDuration::try_from(self.ctx.intervals.trial_expiry_warning)
-            .unwrap_or(SignedDuration::MAX);
-        if left > window
-            || left.is_negative()
-            || self.trial_expiry_warned.as_deref() == Some(expires_at.as_str())
-        {
-            return;
-        }
-        let left = humantime::format_duration(Duration::from_secs(
-            u64::try_from(left.as_secs()).unwrap_or(0),
-        ));
-        self.publish(
-            EventType::Warning,
-            reason::TRIAL_EXPIRING,
-            "Warn",
-            format!(
-                "trial instance {} expires at {expires_at} (in {left}); BeeOS stops it then",
-                instance.id
-            ),
-        )
-        .await;
-        self.trial_expiry_warned = Some(expires_at);
-    }
-
-    /// A Warning event for a problem a person must fix — once per cause: not again while the
-    /// status already shows the same reason and message (retries would repeat it every time).
-    async fn announce(&self, problem: &Problem) {
-        let Problem::NeedsAction { reason, message } = problem else {
-            return;
-        };
-        let already_shown = self.resource.status.as_ref().is_some_and(|status| {
-            status.conditions.iter().any(|c| {
-                c.type_ == condition::STALLED
-                    && c.status == "True"
-                    && c.reason == *reason
-                    && c.message == *message
-            })
-        });
-        if !already_shown {
-            self.publish(EventType::Warning, reason, "Reconcile", message.clone())
-                .await;
-        }
-    }
-
-    pub(super) async fn write_status(
-        &self,
-        step: &Step,
-        problem: Option<&Problem>,
-        update: Update,
-    ) -> Result<(), Error> {
-        let current = self.resource.status.as_ref();
-        let looked_up = |which: Which| self.instances.get(&which).cloned();
-        let has_id = |which: Which| annotation(&self.resource, Some(keys(which).id)).is_some();
-        let not_ours = matches!(
-            step,
-            Step::InstanceGone | Step::InstanceClaimed(_) | Step::InstanceForbidden(Which::Current)
-        );
-        let instance = match looked_up(Which::Current) {
-            _ if not_ours => None,
-            Some(instance) => Some(instance),
-            None if !has_id(Which::Current) => None,
-            None => current.and_then(|s| s.instance.clone()),
-        };
-        let replacement = match looked_up(Which::Replacement) {
-            Some(instance) => Some(instance),
-            None if !has_id(Which::Replacement) => None,
-            None => current.and_then(|s| s.replacement.clone()),
-        };
-        let input = StatusInput {
-            generation: self.resource.meta().generation,
-            power_state: self.resource.spec.power_state,
-            deleting: self.resource.meta().deletion_timestamp.is_some(),
-            step: step.clone(),
-            instance,
-            replacement,
-            update,
-            problem,
-            last_restart_requested_at: self.last_restart.clone(),
-            connection_config_map: self.connection_config_map.clone(),
-            retired_run_seconds: self.retired_run_seconds,
-            trial_expiry_warned: self.trial_expiry_warned.clone(),
-        };
-        let now = Time(Timestamp::now());
-        let status = desired_status(current, &input, &now);
-        if current == Some(&status) {
-            return Ok(());
-        }
-        let patch = json!({
-            "apiVersion": "beeos.ai/v1alpha1",
-            "kind": "BeeosInstance",
-            "status": status,
-        });
-        self.api
-            .patch_status(
-                &self.resource.name_any(),
-                &PatchParams::apply(MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-            .map_err(Error::WriteStatus)?;
-        self.ctx.metrics.status_written();
-        Ok(())
-    }
-
-    pub(super) async fn publish(&self, type_: EventType, reason: &str, action: &str, note: String) {
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: action.to_owned(),
-            secondary: None,
-        };
-        let reference = self.resource.object_ref(&());
-        if let Err(err) = self.ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(error = %err, "publishing an event failed");
-        }
-    }
-}
-
-/// When a trial instance expires (`None` for others, or an unreadable time).
-fn trial_expiry(instance: &ObservedInstance) -> Option<Timestamp> {
-    if instance.is_trial != Some(true) {
-        return None;
-    }
-    instance.expires_at.as_deref()?.parse().ok()
 }
 
 fn found_or_gone(instance: ObservedInstance) -> Looked {

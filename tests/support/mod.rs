@@ -148,8 +148,13 @@ impl Env {
             }
         }
         args.extend(extra.iter().map(|s| s.to_string()));
+        // BEEOS_OPERATOR_BIN runs the tests against another build (e.g. an older one, to see a
+        // test fail without the change it covers).
+        let binary = std::env::var_os("BEEOS_OPERATOR_BIN")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_beeos-operator").into());
         Supervised::spawn(
-            Path::new(env!("CARGO_BIN_EXE_beeos-operator")),
+            &binary,
             &args,
             &[
                 ("KUBECONFIG", &kubeconfig.display().to_string()),
