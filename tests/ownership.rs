@@ -162,23 +162,25 @@ async fn deleting_a_copy_leaves_the_original_instance_running() -> Result<()> {
 #[tokio::test]
 async fn an_older_resource_pointed_at_a_newer_ones_instance_does_not_take_it() -> Result<()> {
     let env = Env::start("own-repoint").await?;
-    env.apply(catalog_instance("older")?).await?;
-    env.wait_for("older", "Ready", is_ready).await?;
-    env.apply(catalog_instance("newer")?).await?;
-    let newer = env.wait_for("newer", "Ready", is_ready).await?;
+    // Named so that the older one also sorts first: the order an operator without claims used
+    // to break ties of equal creation seconds by.
+    env.apply(catalog_instance("a-older")?).await?;
+    env.wait_for("a-older", "Ready", is_ready).await?;
+    env.apply(catalog_instance("b-newer")?).await?;
+    let newer = env.wait_for("b-newer", "Ready", is_ready).await?;
     let newer_id = instance_id(&newer).context("recorded")?;
 
     merge(
         &env,
-        "older",
+        "a-older",
         json!({"metadata": {"annotations": {INSTANCE_ID_ANNOTATION: newer_id}}}),
     )
     .await?;
-    env.wait_for("older", "Stalled InstanceClaimed", |r| {
+    env.wait_for("a-older", "Stalled InstanceClaimed", |r| {
         stalled_with(r, reason::INSTANCE_CLAIMED)
     })
     .await?;
-    let newer = env.api().get("newer").await?;
+    let newer = env.api().get("b-newer").await?;
     assert!(is_ready(&newer), "the newer one keeps its instance");
     assert!(!has_condition(&newer, condition::STALLED, "True"));
     assert_eq!(
