@@ -50,7 +50,7 @@ fn operator_rules() -> Value {
         {"apiGroups": ["beeos.ai"], "resources": ["beeosinstances/status"], "verbs": ["patch"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch", "patch"]},
         {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch", "delete"]},
-        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
     ])
 }
 
@@ -963,7 +963,7 @@ async fn cluster_wide_service_account_may_do_only_what_the_operator_does() -> Re
             (true, "watch", "secrets", some),
             (true, "patch", "secrets", some),
             (true, "create", "events.events.k8s.io", some),
-            (true, "patch", "events.events.k8s.io", some),
+            (false, "patch", "events.events.k8s.io", some),
             // The operator never creates, replaces or deletes a BeeosInstance.
             (false, "create", bi, some),
             (false, "update", bi, some),
@@ -1138,7 +1138,7 @@ async fn namespaced_service_account_cannot_reach_beyond_its_namespaces() -> Resu
             (true, "watch", "secrets", w),
             (true, "patch", "secrets", w),
             (true, "create", "events.events.k8s.io", w),
-            (true, "patch", "events.events.k8s.io", w),
+            (false, "patch", "events.events.k8s.io", w),
             (false, "create", bi, w),
             (false, "delete", bi, w),
             (false, "delete", "secrets", w),

@@ -196,3 +196,46 @@ async fn a_steady_fleet_costs_no_reconcile_no_secret_read_and_a_change_shows_wit
     );
     Ok(())
 }
+
+/// Several tokens of one BeeOS owner are one account: one listing serves them all.
+#[tokio::test]
+async fn tokens_of_one_owner_share_one_listing() -> Result<()> {
+    let mut env = Env::without_operator("steady-one-owner").await?;
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "second-key"},
+        "stringData": {"token": support::TEAM_A_SECOND_TOKEN},
+    }))?;
+    Api::<Secret>::namespaced(env.client.clone(), &env.namespace)
+        .patch(
+            "second-key",
+            &PatchParams::apply("beeos-tests").force(),
+            &Patch::Apply(&secret),
+        )
+        .await?;
+    env.start_operator(&["--steady-poll", "1s"])?;
+    let mut second = catalog_instance("second")?;
+    second.data["spec"]["credentials"] = json!({"name": "second-key"});
+    env.apply(catalog_instance("first")?).await?;
+    env.apply(second).await?;
+    env.wait_for("first", "Ready", is_ready).await?;
+    env.wait_for("second", "Ready", is_ready).await?;
+
+    // Over the next six listings, one key does the listing; the other lists at most once
+    // (a listing under way when the two accounts merged).
+    let keys = [TEAM_A_TOKEN, support::TEAM_A_SECOND_TOKEN];
+    let mut before = Vec::new();
+    for key in keys {
+        before.push(env.sim_calls_with(key, "list").await?);
+    }
+    let lists = env.sim_calls("list").await?;
+    wait_for_listings(&env, lists, 6).await?;
+    let mut grew = Vec::new();
+    for (key, before) in keys.iter().zip(&before) {
+        grew.push(env.sim_calls_with(key, "list").await? - before);
+    }
+    ensure!(
+        grew.iter().min().copied().unwrap_or(0) <= 1,
+        "both keys kept listing the same fleet: {grew:?} lists each"
+    );
+    Ok(())
+}

@@ -265,6 +265,14 @@ impl Account {
             .map(|seen| seen.total_run_seconds)
     }
 
+    /// Whether our own call changed `instance_id` less than `within` ago.
+    pub fn mutated_within(&self, instance_id: &str, within: Duration) -> bool {
+        self.state()
+            .mutated
+            .get(instance_id)
+            .is_some_and(|at| at.elapsed() < within)
+    }
+
     /// Our own call (a destroy) started a change BeeOS answered without the instance: poll it
     /// soon, and wake its resource after that poll.
     pub fn expect_change(&self, instance_id: &str) {
@@ -486,7 +494,11 @@ impl Shared {
             for id in &vanished {
                 state.instances.remove(id);
                 state.hot.remove(id);
+                state.mutated.remove(id);
             }
+            // Our own calls matter only until the next polls have seen their effect.
+            let horizon = self.intervals.steady_poll * 2;
+            state.mutated.retain(|_, at| at.elapsed() < horizon);
             state.listed_at = Some(started);
             vanished
         };
@@ -548,6 +560,12 @@ impl Shared {
         let (changed, wake_anyway) = {
             let mut state = account.state();
             if naming.is_empty() {
+                // Our own fresh deploy, its id not recorded (or not yet indexed): keep watching
+                // it, for the resource that will name it.
+                if state.mutated.contains_key(id) {
+                    state.instances.insert(id.clone(), seen);
+                    return;
+                }
                 // Nobody's instance: nothing to tell anyone, nothing to keep.
                 state.instances.remove(id);
                 state.hot.remove(id);
@@ -571,9 +589,13 @@ impl Shared {
                     next: now,
                     wake_after_poll: false,
                 });
-                wake_anyway = std::mem::take(&mut hot.wake_after_poll);
-                hot.next =
-                    now + hot_interval(now.saturating_duration_since(hot.since), &self.intervals);
+                // A listing sees instances before their first poll is due: the wake our own
+                // call asked for waits for that poll.
+                if hot.next <= now {
+                    wake_anyway = std::mem::take(&mut hot.wake_after_poll);
+                    hot.next = now
+                        + hot_interval(now.saturating_duration_since(hot.since), &self.intervals);
+                }
             } else if let Some(hot) = state.hot.remove(id) {
                 wake_anyway = hot.wake_after_poll;
             }
@@ -616,8 +638,9 @@ impl Shared {
             .iter()
             .map(|c| *c.credential().fingerprint())
             .collect();
-        let target = match accounts.by_key.get(&owner_key) {
-            // Another token of this owner is polled already: hand everything over to it.
+        match accounts.by_key.get(&owner_key) {
+            // Another token of this owner is polled already: hand everything over to it. This
+            // account's loop then finds itself replaced and ends.
             Some(existing) => {
                 let existing = existing.clone();
                 for client in account
@@ -630,15 +653,13 @@ impl Shared {
                 }
                 existing.changed.notify_one();
                 accounts.by_key.remove(&current);
-                existing
             }
             None => {
                 accounts.by_key.remove(&current);
                 accounts.by_key.insert(owner_key.clone(), account.clone());
                 *account.key.lock().unwrap_or_else(PoisonError::into_inner) = owner_key.clone();
-                account.clone()
             }
-        };
+        }
         for fingerprint in fingerprints {
             accounts
                 .by_credential
@@ -649,8 +670,6 @@ impl Shared {
                 *used = owner_key.clone();
             }
         }
-        drop(accounts);
-        let _ = target;
     }
 }
 

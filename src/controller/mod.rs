@@ -30,7 +30,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::ResourceExt;
 use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Predicate, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client};
@@ -215,7 +215,8 @@ impl Resources {
 pub struct Context {
     pub client: Client,
     pub beeos: BeeosClients,
-    pub recorder: Recorder,
+    /// Who the operator's events say reported them.
+    pub reporter: Reporter,
     pub intervals: Intervals,
     pub metrics: Arc<Metrics>,
     resources: Arc<Resources>,
@@ -247,7 +248,7 @@ impl Context {
         let (wake, wake_receiver) = mpsc::unbounded_channel();
         let (secrets_to_check, secrets_receiver) = mpsc::unbounded_channel();
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             client,
             beeos,
             fleet: fleet::Fleet::new(intervals.clone(), resources.clone(), wake.clone()),

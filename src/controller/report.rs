@@ -5,11 +5,13 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::{Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
@@ -68,8 +70,7 @@ impl Driver<'_> {
         let intervals = &self.ctx.intervals;
         // After our own call the next poll shows how it went; writing now would only show that
         // it started — unless the resource was Ready (the news is that it no longer is: a stop
-        // behind the operator's back, a spec change), or a restart was acted on (it is
-        // recorded in status).
+        // behind the operator's back, a spec change), or bookkeeping kept in status changed.
         let status = self.resource.status.as_ref();
         let bookkeeping_recorded = status.is_some_and(|s| {
             s.last_restart_requested_at == self.last_restart
@@ -84,7 +85,13 @@ impl Driver<'_> {
                 .iter()
                 .any(|c| c.type_ == condition::READY && c.status == "True")
         });
-        if !(self.mutated && problem.is_none() && bookkeeping_recorded && !was_ready) {
+        // The same holds while a transition our own call started is young: its progress is not
+        // worth a write when it is likely over by the next poll.
+        let young = self.young_transition();
+        if young && problem.is_none() && !self.mutated {
+            self.requeue = Some(self.ctx.intervals.transition_poll * 2);
+        }
+        if !((self.mutated || young) && problem.is_none() && bookkeeping_recorded && !was_ready) {
             self.write_status(&step, problem.as_ref(), update).await?;
         }
         let after = match (&problem, &step) {
@@ -111,6 +118,25 @@ impl Driver<'_> {
             (after, due) => after.or(due),
         };
         Ok(after.map_or_else(Action::await_change, Action::requeue))
+    }
+
+    /// Whether an instance of this resource is in a transition the operator's own call started
+    /// less than two transition polls ago.
+    fn young_transition(&self) -> bool {
+        let Some(account) = &self.account else {
+            return false;
+        };
+        let within = self.ctx.intervals.transition_poll * 2;
+        [Which::Current, Which::Replacement]
+            .iter()
+            .filter_map(|which| self.instances.get(which))
+            .any(|instance| {
+                let settling = super::plan::is_transitioning(instance)
+                    || (super::plan::status(instance)
+                        == Some(crate::beeos::InstanceStatus::Running)
+                        && !super::plan::is_ready_to_serve(instance));
+                settling && account.mutated_within(&instance.id, within)
+            })
     }
 
     /// The current instance as this reconcile knows it.
@@ -248,16 +274,47 @@ impl Driver<'_> {
         Ok(())
     }
 
+    /// Publishes one event about the resource (events.k8s.io/v1). Repeats are kept out by the
+    /// callers (a Stalled cause is announced once), so no series is kept: kube-runtime's
+    /// Recorder caches every event it sent until its next publish, which at 10,000 resources
+    /// held tens of megabytes and made each publish scan them all.
     pub(super) async fn publish(&self, type_: EventType, reason: &str, action: &str, note: String) {
-        let event = Event {
-            type_,
-            reason: reason.to_owned(),
+        let regarding = self.resource.object_ref(&());
+        let reporter = &self.ctx.reporter;
+        let now = Timestamp::now();
+        let event = K8sEvent {
+            metadata: ObjectMeta {
+                name: Some(format!(
+                    "{}.{:x}",
+                    regarding.name.as_deref().unwrap_or("beeosinstance"),
+                    now.as_nanosecond()
+                )),
+                namespace: regarding.namespace.clone(),
+                ..ObjectMeta::default()
+            },
+            action: Some(action.to_owned()),
+            reason: Some(reason.to_owned()),
             note: Some(note),
-            action: action.to_owned(),
-            secondary: None,
+            type_: Some(
+                match type_ {
+                    EventType::Normal => "Normal",
+                    EventType::Warning => "Warning",
+                }
+                .to_owned(),
+            ),
+            event_time: Some(MicroTime(now)),
+            reporting_controller: Some(reporter.controller.clone()),
+            reporting_instance: Some(
+                reporter
+                    .instance
+                    .clone()
+                    .unwrap_or_else(|| reporter.controller.clone()),
+            ),
+            regarding: Some(regarding),
+            ..K8sEvent::default()
         };
-        let reference = self.resource.object_ref(&());
-        if let Err(err) = self.ctx.recorder.publish(&event, &reference).await {
+        let events: Api<K8sEvent> = Api::namespaced(self.ctx.client.clone(), self.namespace());
+        if let Err(err) = events.create(&PostParams::default(), &event).await {
             tracing::warn!(error = %err, "publishing an event failed");
         }
     }

@@ -20,6 +20,9 @@ use tokio::sync::OnceCell;
 /// The default credential the operator gets in tests (owner `team-a` in the simulator).
 pub const TEAM_A_TOKEN: &str =
     "oag_00000000000000000000000000000000000000000000000000000000000000a1";
+/// A second token of owner `team-a` (several keys of one BeeOS account).
+pub const TEAM_A_SECOND_TOKEN: &str =
+    "oag_00000000000000000000000000000000000000000000000000000000000000a2";
 /// The token in `examples/namespace-credentials.yaml` (owner `team-b`).
 pub const TEAM_B_TOKEN: &str =
     "oag_00000000000000000000000000000000000000000000000000000000000000b2";
@@ -85,6 +88,7 @@ impl Env {
         let sim = beeos_sim::Simulator::start(
             beeos_sim::SimConfig::default()
                 .with_token(TEAM_A_TOKEN, "team-a")
+                .with_token(TEAM_A_SECOND_TOKEN, "team-a")
                 .with_token(TEAM_B_TOKEN, "team-b"),
         )
         .await?;
@@ -333,6 +337,12 @@ impl Env {
     pub async fn sim_calls(&self, route: &str) -> Result<u64> {
         let calls = self.sim_admin(reqwest::Method::GET, "calls", None).await?;
         Ok(calls["routes"][route].as_u64().unwrap_or(0))
+    }
+
+    /// Calls the simulator admitted with `token` on `route`.
+    pub async fn sim_calls_with(&self, token: &str, route: &str) -> Result<u64> {
+        let calls = self.sim_admin(reqwest::Method::GET, "calls", None).await?;
+        Ok(calls["byToken"][token][route].as_u64().unwrap_or(0))
     }
 
     pub async fn sim_total_calls(&self) -> Result<u64> {

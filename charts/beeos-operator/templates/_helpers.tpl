@@ -92,8 +92,8 @@ BeeosInstance, and reads Secrets only by name (a resource's spec.credentials and
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "create", "patch", "delete"]
-# kube-runtime's Recorder: creates an event, then patches it when the same event repeats.
+# Events are created, one per decision (a repeated failure is announced once, not patched).
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}

@@ -42,6 +42,7 @@ async fn reset(State(app): State<Arc<App>>) -> Response {
     let mut inner = app.lock();
     inner.store.clear();
     inner.calls.clear();
+    inner.calls_by_token.clear();
     inner.faults = Faults::default();
     inner.buckets.clear();
     tracing::info!("reset");
@@ -108,7 +109,16 @@ async fn calls(State(app): State<Arc<App>>) -> Response {
         })
         .collect();
     let total: u64 = inner.calls.values().sum();
-    Json(json!({ "total": total, "routes": routes })).into_response()
+    let mut by_token: Map<String, Value> = Map::new();
+    for ((token, route), count) in &inner.calls_by_token {
+        let entry = by_token
+            .entry(token.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(routes) = entry.as_object_mut() {
+            routes.insert(route.key().to_owned(), json!(count));
+        }
+    }
+    Json(json!({ "total": total, "routes": routes, "byToken": by_token })).into_response()
 }
 
 /// `{"instances": [...]}`: every instance ever deployed, in deploy order.

@@ -36,6 +36,9 @@ pub struct Inner {
     pub faults: Faults,
     /// Calls received per route.
     pub calls: BTreeMap<Route, u64>,
+    /// Calls admitted per known token and route (so tests can tell which credential a client
+    /// used; the tokens are the simulator's own test tokens).
+    pub calls_by_token: BTreeMap<(String, Route), u64>,
     /// Rate-limit buckets per token and route.
     pub buckets: Buckets,
 }
@@ -57,6 +60,7 @@ impl App {
                 settings: config.settings,
                 faults: config.faults,
                 calls: BTreeMap::new(),
+                calls_by_token: BTreeMap::new(),
                 buckets: Buckets::default(),
             }),
         })
@@ -88,6 +92,10 @@ impl App {
         let token = bearer_token(headers)?;
         let owner = self.tokens.get(token).ok_or_else(ApiError::invalid_token)?;
         let mut inner = self.lock();
+        *inner
+            .calls_by_token
+            .entry((token.to_owned(), route))
+            .or_default() += 1;
         let (rate, burst) = (
             inner.settings.rate_limit_per_second,
             inner.settings.rate_limit_burst,
