@@ -1157,28 +1157,79 @@ async fn pod_disruption_budget_turns_away_an_eviction_that_would_leave_no_replic
         .iter()
         .map(ResourceExt::name_any)
         .collect();
-    // Both at once, as two drains would: the API server serialises them on the budget's status,
-    // so exactly one gets through, whatever the timing (a replacement is not Ready that soon).
-    let api = release.pods_api();
+    // The budget has seen both replicas healthy (its controller lags the Deployment a moment).
+    let budgets: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        Api::namespaced(release.client.clone(), &release.namespace);
+    eventually(
+        "the budget allowing one disruption",
+        POD_DEADLINE,
+        || async {
+            let budget = budgets.get(RELEASE).await?;
+            let status = budget.status.unwrap_or_default();
+            Ok((status.observed_generation == budget.metadata.generation
+                && status.current_healthy == 2
+                && status.disruptions_allowed == 1)
+                .then_some(()))
+        },
+    )
+    .await?;
+    // A quota of two Pods keeps the evicted Pod's replacement from being created while the
+    // evicted one still exists (it counts until it is gone), so the second eviction meets the
+    // budget with one healthy Pod whatever the timing, not with a fresh standby.
+    let quotas: Api<k8s_openapi::api::core::v1::ResourceQuota> =
+        Api::namespaced(release.client.clone(), &release.namespace);
+    quotas
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "two-pods"}, "spec": {"hard": {"pods": "2"}},
+            }))?,
+        )
+        .await?;
+    eventually("the quota counting the two Pods", POD_DEADLINE, || async {
+        let used = quotas.get("two-pods").await?.status.and_then(|s| s.used);
+        Ok(
+            (used.and_then(|u| u.get("pods").cloned()).map(|q| q.0) == Some("2".into()))
+                .then_some(()),
+        )
+    })
+    .await?;
+    // The client would retry a 429 for seconds, until a replacement is Ready: not here.
+    let mut config = node.admin_config().await?;
+    config.default_retry = false;
+    let api: Api<Pod> = Api::namespaced(Client::try_from(config)?, &release.namespace);
     let params = EvictParams::default();
-    let (first, second) = tokio::join!(api.evict(&pods[0], &params), api.evict(&pods[1], &params));
-    let (evicted, kept, refused) = match (first, second) {
-        (Ok(_), Err(refused)) => (&pods[0], &pods[1], refused),
-        (Err(refused), Ok(_)) => (&pods[1], &pods[0], refused),
-        (first, second) => bail!("expected one eviction and one refusal: {first:?}, {second:?}"),
+    let first = api.evict(&pods[0], &params).await;
+    let second = api.evict(&pods[1], &params).await;
+    first.context("the first eviction is within the budget")?;
+    let refused = match second {
+        Ok(_) => bail!(
+            "the second eviction went through; budget {:?}; pods {:?}; lease {:?}",
+            budgets.get(RELEASE).await?.status,
+            api.list(&ListParams::default())
+                .await?
+                .items
+                .iter()
+                .map(|p| (
+                    p.name_any(),
+                    p.metadata.deletion_timestamp.clone(),
+                    p.status.clone()
+                ))
+                .collect::<Vec<_>>(),
+            lease_holder(&release.client, &release.namespace).await?
+        ),
+        Err(refused) => refused,
     };
     assert!(
         matches!(refused, kube::Error::Api(ref status) if status.code == 429),
         "{refused}"
     );
     assert!(
-        api.get_opt(evicted)
+        api.get(&pods[1])
             .await?
-            .is_none_or(|pod| pod.metadata.deletion_timestamp.is_some()),
-        "{evicted} was evicted"
-    );
-    assert!(
-        api.get(kept).await?.metadata.deletion_timestamp.is_none(),
+            .metadata
+            .deletion_timestamp
+            .is_none(),
         "the refused Pod runs on"
     );
     release.rolled_out().await?;

@@ -163,10 +163,14 @@ impl Node {
 
     /// A client acting as the node's admin. Build it in the runtime that uses it.
     pub async fn admin_client(&self) -> Result<Client> {
+        Ok(Client::try_from(self.admin_config().await?)?)
+    }
+
+    /// The admin client's configuration, to adjust (e.g. `default_retry = false`, so that a
+    /// test sees a 429 instead of the client retrying it).
+    pub async fn admin_config(&self) -> Result<Config> {
         let kubeconfig = Kubeconfig::read_from(self.kubeconfig_path())?;
-        let config =
-            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
-        Ok(Client::try_from(config)?)
+        Ok(Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?)
     }
 
     /// The last lines of a component's log (`kubelet`, `kube-apiserver`, `beeos-sim`, …).
