@@ -34,7 +34,7 @@ unit: ## Unit tests (no servers)
 .PHONY: integration
 integration: testbins helm node-prep ## Integration tests: the real control plane, the image, and the real node where it can run
 	IMAGE_PROFILE=dev tools/image/build.sh
-	$(CARGO) test $(CARGO_FLAGS) --workspace --test '*'
+	$(CARGO) test $(CARGO_FLAGS) --workspace --test '*' --no-fail-fast
 
 .PHONY: testbins
 testbins: ## Build kube-apiserver, kube-controller-manager, etcd and kubectl (cached)
