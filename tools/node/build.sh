@@ -4,7 +4,7 @@
 # a stamp of its inputs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-out=${CARGO_TARGET_DIR:-target}/node
+out=target/node
 stamp=$( { cat tools/node/pause/main.go tools/node/pause/go.mod tools/image/oci.py tools/node/build.sh; go version; } | sha256sum | cut -d' ' -f1)
 if [ -s "$out/pause.tar" ] && [ "$(cat "$out/.stamp" 2>/dev/null)" = "$stamp" ]; then
   echo "node: the pause image is current"; exit 0
