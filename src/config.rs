@@ -115,6 +115,37 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Run the controller only while holding a Lease, so that of several replicas one works and
+    /// the others stand by.
+    #[arg(long, env = "LEADER_ELECT")]
+    pub leader_elect: bool,
+
+    /// Namespace of the Lease (default: the namespace of the operator's ServiceAccount, or of
+    /// the kubeconfig's context).
+    #[arg(long, env = "LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "LEADER_ELECTION_LEASE_NAME",
+        default_value = "beeos-operator"
+    )]
+    pub leader_election_lease_name: String,
+
+    /// How long the Lease holds without renewal: a leader that vanishes without releasing it is
+    /// replaced after this long (whole seconds).
+    #[arg(long, env = "LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub leader_election_lease_duration: Duration,
+
+    /// How often the leader renews the Lease (whole seconds, shorter than the lease duration).
+    #[arg(long, env = "LEADER_ELECTION_RENEW_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub leader_election_renew_interval: Duration,
+
+    /// How often a standby checks whether the Lease was released, to take over at once.
+    #[arg(long, env = "LEADER_ELECTION_RETRY_PERIOD", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub leader_election_retry_period: Duration,
 }
 
 impl RunArgs {

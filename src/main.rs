@@ -1,5 +1,8 @@
 //! beeos-operator: parses the configuration, starts logging, the controller and the probe and
-//! metrics server, and shuts them down cleanly on SIGTERM or Ctrl-C.
+//! metrics server, and shuts them down cleanly on SIGTERM or Ctrl-C. With `--leader-elect`, the
+//! controller runs only while this replica holds the Lease ([`leader`]).
+
+mod leader;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -50,13 +53,13 @@ async fn run(args: RunArgs) -> Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to Kubernetes")?;
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health::new(metrics.clone()));
     let reporter = Reporter {
         controller: "beeos-operator".into(),
         instance: std::env::var("POD_NAME").ok(),
     };
     let context = Arc::new(Context::new(
-        client,
+        client.clone(),
         BeeosClients::new(args.beeos_url.clone(), options, default_credential),
         args.intervals(),
         metrics.clone(),
@@ -83,19 +86,35 @@ async fn run(args: RunArgs) -> Result<()> {
     });
 
     tracing::info!(beeos_url = %args.beeos_url, namespaces = ?args.namespaces(), "starting");
+    // Ready once the watches have listed: until then a reconcile would act on a partial cache.
     let synced = {
         let health = health.clone();
         move || health.set_ready(true)
     };
-    controller::run(
-        context,
-        args.namespaces(),
-        args.concurrency,
-        stopped(),
-        synced,
-    )
-    .await;
-    health.set_ready(false);
+    let namespaces = args.namespaces();
+    let concurrency = args.concurrency;
+    if args.leader_elect {
+        let settings = leader::Settings::new(
+            &args,
+            client.default_namespace(),
+            std::env::var("POD_NAME").ok(),
+            rand::random(),
+        )?;
+        let outcome = leader::run(client, &settings, &health, stopped(), move |stop| {
+            controller::run(context, namespaces, concurrency, stop, synced)
+        })
+        .await?;
+        if let leader::Outcome::Lost(reason) = outcome {
+            // Whatever the controller was doing was dropped mid-flight; a fresh process starts
+            // as a standby with clean caches.
+            anyhow::bail!("lost leadership: {reason}; exiting to start clean");
+        }
+    } else {
+        health.set_leader(true);
+        controller::run(context, namespaces, concurrency, stopped(), synced).await;
+        health.set_ready(false);
+        health.set_leader(false);
+    }
     server.await??;
     Ok(())
 }

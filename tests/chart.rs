@@ -54,6 +54,21 @@ fn operator_rules() -> Value {
     ])
 }
 
+/// The leader-election Role's rules: the one Lease, in the release namespace.
+fn leader_election_rules() -> Value {
+    json!([
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+         "resourceNames": ["beeos-operator"], "verbs": ["get", "patch"]},
+    ])
+}
+
+fn is_leader_election(object: &Value) -> bool {
+    object["metadata"]["name"]
+        .as_str()
+        .is_some_and(|name| name.ends_with("-leader-election"))
+}
+
 // ---------------------------------------------------------------------------------------------
 // helm and kubectl
 
@@ -505,6 +520,9 @@ async fn default_values_render_a_cluster_wide_install_the_api_server_accepts() -
         "ClusterRoleBinding",
         "CustomResourceDefinition",
         "Deployment",
+        "PodDisruptionBudget",
+        "Role",
+        "RoleBinding",
         "Service",
         "ServiceAccount",
         "ValidatingAdmissionPolicy",
@@ -522,6 +540,24 @@ async fn default_values_render_a_cluster_wide_install_the_api_server_accepts() -
     assert_eq!(
         binding["subjects"],
         json!([{"kind": "ServiceAccount", "name": RELEASE, "namespace": namespace}])
+    );
+
+    // Two replicas, one leading: a rolling update keeps a Ready standby, a drain takes one.
+    let deployment = rendered.one("Deployment")?;
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    assert_eq!(
+        deployment["spec"]["strategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}})
+    );
+    assert_eq!(rendered.env("LEADER_ELECT")?.as_deref(), Some("true"));
+    let role = rendered.one("Role")?;
+    assert_eq!(role["metadata"]["namespace"], namespace.as_str());
+    assert_eq!(role["rules"], leader_election_rules());
+    let pdb = rendered.one("PodDisruptionBudget")?;
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        deployment["spec"]["selector"]["matchLabels"]
     );
 
     let container = rendered.container()?;
@@ -578,6 +614,7 @@ async fn watch_namespaces_render_roles_there_and_nothing_cluster_wide() -> Resul
         let namespaces: BTreeSet<&str> = rendered
             .all(kind)
             .iter()
+            .filter(|o| !is_leader_election(o))
             .filter_map(|o| o["metadata"]["namespace"].as_str())
             .collect();
         assert_eq!(
@@ -587,7 +624,13 @@ async fn watch_namespaces_render_roles_there_and_nothing_cluster_wide() -> Resul
         );
     }
     for role in rendered.all("Role") {
-        assert_eq!(role["rules"], operator_rules());
+        if is_leader_election(role) {
+            // The Lease lives in the release namespace, whatever is watched.
+            assert_eq!(role["metadata"]["namespace"], namespace.as_str());
+            assert_eq!(role["rules"], leader_election_rules());
+        } else {
+            assert_eq!(role["rules"], operator_rules());
+        }
     }
     for binding in rendered.all("RoleBinding") {
         assert_eq!(
@@ -752,6 +795,98 @@ async fn service_monitor_renders_for_the_metrics_service() -> Result<()> {
     assert_eq!(monitor["spec"]["endpoints"][0]["interval"], "15s");
     assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
     server_dry_run(&rendered).await
+}
+
+#[tokio::test]
+async fn network_policy_option_renders_a_policy_the_api_server_accepts() -> Result<()> {
+    let namespace = restricted_namespace("chart-netpol").await?;
+    let rendered = render(
+        &namespace,
+        &json!({"networkPolicy": {
+            "enabled": true,
+            "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+            "apiServer": {"cidrs": ["10.200.0.1/32"], "port": 6443},
+            "beeos": {"cidrs": ["0.0.0.0/0"], "port": 443},
+        }}),
+    )
+    .await?;
+    let policy = rendered.one("NetworkPolicy")?;
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        rendered.one("Deployment")?["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    // In: only the metrics and probe port, from the named peers.
+    assert_eq!(
+        policy["spec"]["ingress"],
+        json!([{
+            "ports": [{"port": "metrics", "protocol": "TCP"}],
+            "from": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
+        }])
+    );
+    // Out: the API server, BeeOS, DNS; nothing else.
+    let egress = policy["spec"]["egress"].as_array().context("egress")?;
+    assert_eq!(egress.len(), 3, "{egress:?}");
+    assert_eq!(
+        egress[0]["to"],
+        json!([{"ipBlock": {"cidr": "10.200.0.1/32"}}])
+    );
+    assert_eq!(
+        egress[0]["ports"],
+        json!([{"port": 6443, "protocol": "TCP"}])
+    );
+    assert_eq!(
+        egress[1]["ports"],
+        json!([{"port": 443, "protocol": "TCP"}])
+    );
+    assert_eq!(egress[2]["ports"][0]["port"], 53);
+    server_dry_run(&rendered).await?;
+
+    // Without the API server's address the policy would cut the operator off: refused.
+    let values = values_file(
+        &format!("{namespace}-no-api"),
+        &json!({"networkPolicy": {"enabled": true}}),
+    )?;
+    let refused = helm(&["template", RELEASE, &chart_path(), "--values", &values])
+        .await?
+        .failed()?;
+    assert!(
+        refused.stderr.contains("networkPolicy.apiServer.cidrs"),
+        "{}",
+        refused.stderr
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn several_replicas_need_leader_election_and_one_replica_gets_no_budget() -> Result<()> {
+    let namespace = restricted_namespace("chart-replicas").await?;
+    let values = values_file(
+        &namespace,
+        &json!({"replicas": 3, "leaderElection": {"enabled": false}}),
+    )?;
+    let refused = helm(&["template", RELEASE, &chart_path(), "--values", &values])
+        .await?
+        .failed()?;
+    assert!(
+        refused.stderr.contains("leaderElection.enabled"),
+        "{}",
+        refused.stderr
+    );
+
+    let single = render(
+        &namespace,
+        &json!({"replicas": 1, "leaderElection": {"enabled": false}}),
+    )
+    .await?;
+    assert!(single.all("PodDisruptionBudget").is_empty());
+    assert!(single.all("Role").is_empty(), "no Lease, no Role for it");
+    assert_eq!(
+        single.one("Deployment")?["spec"]["strategy"],
+        json!({"type": "Recreate"})
+    );
+    assert_eq!(single.env("LEADER_ELECT")?, None);
+    server_dry_run(&single).await
 }
 
 #[tokio::test]

@@ -14,6 +14,7 @@
 //! does however this process ends. Nothing here is shipped with the operator.
 
 mod certs;
+pub mod node;
 mod process;
 
 use std::net::TcpListener;

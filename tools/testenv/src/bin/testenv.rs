@@ -4,6 +4,9 @@
 //!   (default `./.tools/kubeconfig`) and runs until interrupted (used by the demo).
 //! - `testenv start-time [RUNS]` starts and stops a control plane RUNS times (default 5) and
 //!   prints the median start-to-ready time (used by `make bench`).
+//! - `testenv node [IMAGE.tar]...` starts a real node (tools/node) with those images imported,
+//!   prints `node ready: STATE_DIR` and runs until killed, however (used by the node's cleanup
+//!   test).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -18,7 +21,10 @@ fn main() -> Result<()> {
             Some(runs) => runs.parse().context("RUNS must be a number")?,
             None => 5,
         }),
-        _ => bail!("usage: testenv up [KUBECONFIG] | testenv start-time [RUNS]"),
+        Some("node") => node(args[1..].iter().map(PathBuf::from).collect()),
+        _ => bail!(
+            "usage: testenv up [KUBECONFIG] | testenv start-time [RUNS] | testenv node [IMAGE]..."
+        ),
     }
 }
 
@@ -37,6 +43,21 @@ fn up(kubeconfig: Option<PathBuf>) -> Result<()> {
     );
     // The supervisors stop the servers when this process ends, however it ends: park until a
     // signal (Ctrl-C, SIGTERM) ends it.
+    loop {
+        std::thread::park();
+    }
+}
+
+fn node(images: Vec<PathBuf>) -> Result<()> {
+    if let Some(reason) = testenv::node::node_unavailable() {
+        bail!("{reason}");
+    }
+    let node = testenv::node::Node::start(&testenv::node::NodeOptions {
+        images,
+        simulator: None,
+    })?;
+    println!("node ready: {}", node.dir().display());
+    // node.sh removes the node when its stdin (held by this process) closes.
     loop {
         std::thread::park();
     }

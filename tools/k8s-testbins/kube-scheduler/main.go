@@ -1,0 +1,20 @@
+// Command kube-scheduler is the upstream scheduler, built from the k8s.io/kubernetes module so
+// the test node (tools/node) places the Pods of Deployments. It mirrors upstream's
+// cmd/kube-scheduler/scheduler.go.
+package main
+
+import (
+	"os"
+
+	"k8s.io/component-base/cli"
+	_ "k8s.io/component-base/logs/json/register"          // for JSON log format registration
+	_ "k8s.io/component-base/metrics/prometheus/clientgo" // for client metric registration
+	_ "k8s.io/component-base/metrics/prometheus/version"  // for version metric registration
+	"k8s.io/kubernetes/cmd/kube-scheduler/app"
+)
+
+func main() {
+	command := app.NewSchedulerCommand()
+	code := cli.Run(command)
+	os.Exit(code)
+}

@@ -1,0 +1,3 @@
+module beeos-operator/tools/node/pause
+
+go 1.24.0
