@@ -113,7 +113,8 @@ async fn kubectl_get_shows_why_a_resource_is_stalled_and_wide_adds_the_message()
             "CONNECTIVITY",
             "ENDPOINT",
             "REGION",
-            "AGE"
+            "AGE",
+            "EXPIRES"
         ],
         "{table}"
     );

@@ -234,6 +234,9 @@ pub struct Context {
     /// The resourceVersion of the operator's own last write to each Secret (its label and
     /// finalizer): the watch event it causes is no change to tell anyone about.
     own_secret_writes: Mutex<HashMap<SecretRef, String>>,
+    /// What each resource was last warned of (a Stalled cause, a trial expiry), so a reconcile
+    /// that runs before the status recording it reaches the cache does not warn again.
+    warned: Mutex<HashMap<(Key, &'static str), String>>,
 }
 
 impl Context {
@@ -262,6 +265,7 @@ impl Context {
             failures: Mutex::new(HashMap::new()),
             looked_at: Mutex::new(HashSet::new()),
             own_secret_writes: Mutex::new(HashMap::new()),
+            warned: Mutex::new(HashMap::new()),
         }
     }
 
@@ -288,6 +292,21 @@ impl Context {
             .remove(object);
     }
 
+    /// Notes that `key` was warned of `what` with `detail`; false when it already was.
+    fn warn_once(&self, key: &Key, what: &'static str, detail: &str) -> bool {
+        let mut warned = self.warned.lock().unwrap_or_else(PoisonError::into_inner);
+        let previous = warned.insert((key.clone(), what), detail.to_owned());
+        previous.as_deref() != Some(detail)
+    }
+
+    /// `key` is no longer in the state it was warned of: a later return to it warns again.
+    fn clear_warning(&self, key: &Key, what: &'static str) {
+        self.warned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&(key.clone(), what));
+    }
+
     /// Whether this is the first time this process reconciles `key` (and notes that it did).
     fn first_look(&self, key: &Key) -> bool {
         self.looked_at
@@ -307,6 +326,10 @@ impl Context {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .remove(&key);
+            self.warned
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|(warned, _), _| *warned != key);
             self.clear_backoff(&ObjectRef::from_obj(resource));
         }
         for secret in secrets {

@@ -63,8 +63,9 @@ impl Driver<'_> {
         problem: Option<Problem>,
         update: Update,
     ) -> ReconcileResult {
-        if let Some(problem) = &problem {
-            self.announce(problem).await;
+        match &problem {
+            Some(problem) => self.announce(problem).await,
+            None => self.ctx.clear_warning(&self.key, "stalled"),
         }
         self.warn_of_trial_expiry().await;
         let intervals = &self.ctx.intervals;
@@ -178,6 +179,12 @@ impl Driver<'_> {
         {
             return;
         }
+        // Recorded in status either way; announced once even if this reconcile runs on a cache
+        // that does not show the record yet.
+        self.trial_expiry_warned = Some(expires_at.clone());
+        if !self.ctx.warn_once(&self.key, "trial", &expires_at) {
+            return;
+        }
         let left = humantime::format_duration(Duration::from_secs(
             u64::try_from(left.as_secs()).unwrap_or(0),
         ));
@@ -191,7 +198,6 @@ impl Driver<'_> {
             ),
         )
         .await;
-        self.trial_expiry_warned = Some(expires_at);
     }
 
     /// A Warning event for a problem a person must fix — once per cause: not again while the
@@ -208,7 +214,10 @@ impl Driver<'_> {
                     && c.message == *message
             })
         });
-        if !already_shown {
+        let first = self
+            .ctx
+            .warn_once(&self.key, "stalled", &format!("{reason}: {message}"));
+        if !already_shown && first {
             self.publish(EventType::Warning, reason, "Reconcile", message.clone())
                 .await;
         }
