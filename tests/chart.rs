@@ -793,6 +793,9 @@ async fn service_monitor_renders_for_the_metrics_service() -> Result<()> {
     );
     assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
     assert_eq!(monitor["spec"]["endpoints"][0]["interval"], "15s");
+    // The alerts and the dashboard group by the resources' namespace label, which the scrape
+    // keeps only when it honours the target's labels.
+    assert_eq!(monitor["spec"]["endpoints"][0]["honorLabels"], true);
     assert_eq!(monitor["metadata"]["labels"]["release"], "prometheus");
     server_dry_run(&rendered).await
 }

@@ -111,7 +111,7 @@ wait_for_line() {
 }
 
 if ! $on_cluster; then
-  say "starting kube-apiserver and etcd"
+  say "starting kube-apiserver, etcd and kube-controller-manager"
   "$bin/testenv" up "$work/kubeconfig" >"$work/testenv.log" 2>&1 &
   pids+=($!)
   wait_for_line "$work/testenv.log" 120 "control plane ready"
