@@ -746,6 +746,7 @@ async fn service_monitor_renders_for_the_metrics_service() -> Result<()> {
                         "endpoints": {"type": "array", "items": {"type": "object", "properties": {
                             "port": {"type": "string"},
                             "path": {"type": "string"},
+                            "honorLabels": {"type": "boolean"},
                             "interval": {"type": "string",
                                          "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
                             "scrapeTimeout": {"type": "string",
