@@ -307,7 +307,9 @@ pub struct BeeosInstanceStatus {
 
     /// The instance being deployed to replace the current one (update strategy Replace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replacement: Option<ObservedInstance>,
+    // Boxed: rarely set, and every watched resource is cached, so an unboxed empty slot would
+    // cost each of them the size of an ObservedInstance.
+    pub replacement: Option<Box<ObservedInstance>>,
 
     /// The last `beeos.ai/restart-requested-at` value acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]

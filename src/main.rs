@@ -20,6 +20,13 @@ use beeos_operator::metrics::{BeeosCallMetrics, Metrics};
 use beeos_operator::server::{self, Health};
 use beeos_operator::telemetry;
 
+// jemalloc gives freed memory back to the system within seconds (its background threads
+// purge it); glibc's malloc kept what the create burst had used, so at 10,000 resources the
+// steady RSS was about twice the live heap. It also behaves the same in the glibc image and
+// the musl one.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let cli = Cli::parse();

@@ -1,17 +1,21 @@
 //! Prometheus metrics of the operator, served on `/metrics` by [`crate::server`].
 //!
-//! Labels are static reasons, operation names, HTTP codes and namespaces, never resource names
-//! or instance ids, so the series count stays bounded at any number of resources (namespaces
-//! times a handful of states).
+//! Labels are static reasons, operation names, HTTP codes and namespaces, so most series counts
+//! stay bounded at any number of resources (namespaces times a handful of states). The
+//! charge-back series (run time, trial expiry) are the exception: one per resource, by design.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -86,18 +90,61 @@ pub struct RunTime {
     pub seconds: u64,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RunLabels {
-    namespace: String,
-    name: String,
+/// The run time of each resource's instances as last exported, by namespace and name, encoded
+/// at scrape time: one map holds the series (a labelled family would hold its labels twice,
+/// once to find the series and once to drop it when the instance is replaced).
+#[derive(Debug, Default)]
+struct RunTimes(std::sync::Mutex<BTreeMap<(String, String), ExportedRun>>);
+
+#[derive(Debug)]
+struct ExportedRun {
     instance_id: String,
     agent_framework: String,
     region: String,
+    seconds: u64,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct NamespaceLabel {
-    namespace: String,
+impl RunTimes {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(String, String), ExportedRun>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Collector for RunTimes {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let runs = self.lock();
+        let mut by_namespace: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut family = encoder.encode_descriptor(
+            "run_seconds",
+            "Seconds run by the BeeOS instances of each resource, retired ones included (charge-back)",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((namespace, name), run) in runs.iter() {
+            let labels = [
+                ("namespace", namespace.as_str()),
+                ("name", name),
+                ("instance_id", &run.instance_id),
+                ("agent_framework", &run.agent_framework),
+                ("region", &run.region),
+            ];
+            ConstCounter::new(run.seconds).encode(family.encode_family(&labels)?)?;
+            *by_namespace.entry(namespace).or_default() +=
+                i64::try_from(run.seconds).unwrap_or(i64::MAX);
+        }
+        let mut family = encoder.encode_descriptor(
+            "namespace_run_seconds",
+            "Seconds run by the BeeOS instances of the resources now in each namespace",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (namespace, seconds) in by_namespace {
+            ConstGauge::new(seconds).encode(family.encode_family(&[("namespace", namespace)])?)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -121,11 +168,8 @@ pub struct Metrics {
     beeos_requests: Family<RequestLabels, Counter>,
     rate_limit_wait: Family<RouteLabel, Histogram>,
     leader: Gauge,
-    run_seconds: Family<RunLabels, Counter>,
-    namespace_run_seconds: Family<NamespaceLabel, Gauge>,
+    run_times: Arc<RunTimes>,
     trial_expiry: Family<ResourceLabels, Gauge>,
-    /// The run-time series each resource has now, to move it along (or drop it) next time.
-    exported_run_times: std::sync::Mutex<std::collections::HashMap<(String, String), RunLabels>>,
 }
 
 impl Default for Metrics {
@@ -203,18 +247,8 @@ impl Default for Metrics {
             "1 while this process holds the leader Lease and reconciles, else 0",
             leader.clone(),
         );
-        let run_seconds = Family::<RunLabels, Counter>::default();
-        registry.register(
-            "run_seconds",
-            "Seconds run by the BeeOS instances of each resource, retired ones included (charge-back)",
-            run_seconds.clone(),
-        );
-        let namespace_run_seconds = Family::<NamespaceLabel, Gauge>::default();
-        registry.register(
-            "namespace_run_seconds",
-            "Seconds run by the BeeOS instances of the resources now in each namespace",
-            namespace_run_seconds.clone(),
-        );
+        let run_times = Arc::new(RunTimes::default());
+        registry.register_collector(Box::new(run_times.clone()));
         let trial_expiry = Family::<ResourceLabels, Gauge>::default();
         registry.register(
             "trial_expiry_timestamp_seconds",
@@ -223,10 +257,8 @@ impl Default for Metrics {
         );
         Self {
             registry,
-            run_seconds,
-            namespace_run_seconds,
+            run_times,
             trial_expiry,
-            exported_run_times: std::sync::Mutex::new(std::collections::HashMap::new()),
             resources,
             instances,
             reconcile_backlog,
@@ -329,49 +361,31 @@ impl Metrics {
     /// per-namespace sums with them; drops the series of resources that are gone and of
     /// instances that were replaced, so there is one series per resource.
     pub fn set_run_times(&self, run_times: &[RunTime]) {
-        let mut exported = self
-            .exported_run_times
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut seen = std::collections::HashSet::new();
-        let mut by_namespace: BTreeMap<String, i64> = BTreeMap::new();
+        let mut exported = self.run_times.lock();
+        let mut next = BTreeMap::new();
         for run in run_times {
             let key = (run.namespace.clone(), run.name.clone());
-            let labels = RunLabels {
-                namespace: run.namespace.clone(),
-                name: run.name.clone(),
-                instance_id: run.instance_id.clone(),
-                agent_framework: run.agent_framework.clone(),
-                region: run.region.clone(),
+            // A counter never goes back: within one instance's series a lower reading (a
+            // retiring instance already gone, its seconds not yet in the status) keeps the
+            // higher one. A replaced instance starts a new series.
+            let seconds = match exported.remove(&key) {
+                Some(previous) if previous.instance_id == run.instance_id => {
+                    previous.seconds.max(run.seconds)
+                }
+                _ => run.seconds,
             };
-            if let Some(previous) = exported.get(&key)
-                && *previous != labels
-            {
-                self.run_seconds.remove(previous);
-            }
-            let counter = self.run_seconds.get_or_create(&labels);
-            let now = counter.get();
-            if run.seconds > now {
-                counter.inc_by(run.seconds - now);
-            }
-            *by_namespace.entry(run.namespace.clone()).or_default() +=
-                i64::try_from(counter.get()).unwrap_or(i64::MAX);
-            exported.insert(key.clone(), labels);
-            seen.insert(key);
+            next.insert(
+                key,
+                ExportedRun {
+                    instance_id: run.instance_id.clone(),
+                    agent_framework: run.agent_framework.clone(),
+                    region: run.region.clone(),
+                    seconds,
+                },
+            );
         }
-        exported.retain(|key, labels| {
-            let keep = seen.contains(key);
-            if !keep {
-                self.run_seconds.remove(labels);
-            }
-            keep
-        });
-        self.namespace_run_seconds.clear();
-        for (namespace, seconds) in by_namespace {
-            self.namespace_run_seconds
-                .get_or_create(&NamespaceLabel { namespace })
-                .set(seconds);
-        }
+        // What was not listed again belongs to resources that are gone.
+        *exported = next;
     }
 
     /// Sets the expiry of every trial instance, `(namespace, name, Unix seconds)`.
@@ -521,6 +535,19 @@ mod tests {
         metrics.set_run_times(&[run("a", "inst-2", 131)]);
         let text = metrics.encode().expect("encodes");
         assert!(!text.contains("inst-9"), "{text}");
+    }
+
+    #[test]
+    fn run_time_of_one_instance_never_goes_back() {
+        let metrics = Metrics::default();
+        metrics.set_run_times(&[run("a", "inst-1", 100)]);
+        // A retiring instance's seconds dropped out before the status counts them as retired.
+        metrics.set_run_times(&[run("a", "inst-1", 60)]);
+        let text = metrics.encode().expect("encodes");
+        assert!(
+            text.contains(r#"region="eu-west-1"} 100"#),
+            "the counter keeps its highest reading:\n{text}"
+        );
     }
 
     #[test]

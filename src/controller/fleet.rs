@@ -52,6 +52,155 @@ impl Seen {
     }
 }
 
+/// A [`Seen`] in one allocation. The fleet keeps every listed instance between polls; unpacked,
+/// each costs about 1 KiB (nineteen optional strings, most of them short or absent), packed
+/// about a third of that.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Packed(Box<[u8]>);
+
+impl Packed {
+    fn of(seen: &Seen) -> Packed {
+        // Destructured in full: a field added to ObservedInstance does not compile until it is
+        // packed here and unpacked below.
+        let Seen {
+            observed,
+            total_run_seconds,
+            agent_framework,
+        } = seen;
+        let ObservedInstance {
+            id,
+            status,
+            desired_status,
+            endpoint,
+            connectivity,
+            connectivity_reason,
+            halt_reason,
+            error_message,
+            region,
+            cluster_id,
+            public_ip,
+            image_id,
+            image_ref,
+            is_trial,
+            expires_at,
+            started_at,
+            stopped_at,
+            status_entered_at,
+            created_at,
+        } = observed;
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(&total_run_seconds.to_le_bytes());
+        out.push(match is_trial {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        });
+        for field in [Some(id), Some(agent_framework)] {
+            put(&mut out, field);
+        }
+        for field in [
+            status,
+            desired_status,
+            endpoint,
+            connectivity,
+            connectivity_reason,
+            halt_reason,
+            error_message,
+            region,
+            cluster_id,
+            public_ip,
+            image_id,
+            image_ref,
+            expires_at,
+            started_at,
+            stopped_at,
+            status_entered_at,
+            created_at,
+        ] {
+            put(&mut out, field.as_ref());
+        }
+        Packed(out.into_boxed_slice())
+    }
+
+    fn total_run_seconds(&self) -> i64 {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(&self.0[..8]);
+        i64::from_le_bytes(bytes)
+    }
+
+    fn unpack(&self) -> Seen {
+        let mut rest = &self.0[9..];
+        let mut next = || take(&mut rest);
+        let id = next().unwrap_or_default();
+        let agent_framework = next().unwrap_or_default();
+        Seen {
+            observed: ObservedInstance {
+                id,
+                status: next(),
+                desired_status: next(),
+                endpoint: next(),
+                connectivity: next(),
+                connectivity_reason: next(),
+                halt_reason: next(),
+                error_message: next(),
+                region: next(),
+                cluster_id: next(),
+                public_ip: next(),
+                image_id: next(),
+                image_ref: next(),
+                is_trial: match self.0[8] {
+                    0 => None,
+                    flag => Some(flag == 2),
+                },
+                expires_at: next(),
+                started_at: next(),
+                stopped_at: next(),
+                status_entered_at: next(),
+                created_at: next(),
+            },
+            total_run_seconds: self.total_run_seconds(),
+            agent_framework,
+        }
+    }
+}
+
+/// Appends an optional string: its length plus one as a LEB128 varint (0 for none), then its
+/// bytes.
+fn put(out: &mut Vec<u8>, value: Option<&String>) {
+    let mut len = value.map_or(0, |v| v.len() as u64 + 1);
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    if let Some(value) = value {
+        out.extend_from_slice(value.as_bytes());
+    }
+}
+
+/// Reads what [`put`] wrote and moves past it.
+fn take(rest: &mut &[u8]) -> Option<String> {
+    let (mut len, mut shift) = (0u64, 0);
+    loop {
+        let (&byte, tail) = rest.split_first()?;
+        *rest = tail;
+        len |= u64::from(byte & 0x7f) << shift;
+        shift += 7;
+        if byte & 0x80 == 0 {
+            break;
+        }
+    }
+    let len = usize::try_from(len.checked_sub(1)?).ok()?;
+    let (value, tail) = rest.split_at(len);
+    *rest = tail;
+    // Packed from Strings, so always UTF-8.
+    Some(String::from_utf8_lossy(value).into_owned())
+}
+
 /// Where an account's instances are listed from.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum AccountKey {
@@ -95,7 +244,7 @@ pub struct Account {
 
 #[derive(Default)]
 struct State {
-    instances: HashMap<String, Seen>,
+    instances: HashMap<String, Packed>,
     /// When the last complete listing started; `None` before the first one.
     listed_at: Option<Instant>,
     hot: HashMap<String, Hot>,
@@ -185,9 +334,13 @@ impl Fleet {
             .values()
             .cloned()
             .collect();
-        accounts
-            .iter()
-            .find_map(|account| account.state().instances.get(instance_id).cloned())
+        accounts.iter().find_map(|account| {
+            account
+                .state()
+                .instances
+                .get(instance_id)
+                .map(Packed::unpack)
+        })
     }
 
     /// `resource` is gone: it no longer keeps its account polled.
@@ -224,7 +377,7 @@ impl Account {
     /// The instance as last listed or polled.
     pub fn lookup(&self, instance_id: &str) -> Lookup {
         match self.state().instances.get(instance_id) {
-            Some(seen) => Lookup::Seen(Box::new(seen.clone())),
+            Some(seen) => Lookup::Seen(Box::new(seen.unpack())),
             None => Lookup::NotListed,
         }
     }
@@ -252,7 +405,7 @@ impl Account {
                     *hot = first;
                 }
             }
-            state.instances.insert(id, seen);
+            state.instances.insert(id, Packed::of(&seen));
         }
         self.changed.notify_one();
     }
@@ -262,7 +415,7 @@ impl Account {
         self.state()
             .instances
             .get(instance_id)
-            .map(|seen| seen.total_run_seconds)
+            .map(Packed::total_run_seconds)
     }
 
     /// Whether our own call changed `instance_id` less than `within` ago.
@@ -563,7 +716,7 @@ impl Shared {
                 // Our own fresh deploy, its id not recorded (or not yet indexed): keep watching
                 // it, for the resource that will name it.
                 if state.mutated.contains_key(id) {
-                    state.instances.insert(id.clone(), seen);
+                    state.instances.insert(id.clone(), Packed::of(&seen));
                     return;
                 }
                 // Nobody's instance: nothing to tell anyone, nothing to keep.
@@ -578,10 +731,11 @@ impl Shared {
             // Counters that move on their own (run seconds) are no change worth a reconcile. An
             // instance seen for the first time (the first listing after a restart) is news only
             // to a resource whose status does not show it already.
+            let packed = Packed::of(&seen);
             let changed = state
                 .instances
                 .get(id)
-                .is_some_and(|cached| cached.observed != seen.observed);
+                .is_some_and(|cached| cached.unpack().observed != seen.observed);
             let mut wake_anyway = false;
             if needs_watching(&seen.observed) {
                 let hot = state.hot.entry(id.clone()).or_insert(Hot {
@@ -599,7 +753,7 @@ impl Shared {
             } else if let Some(hot) = state.hot.remove(id) {
                 wake_anyway = hot.wake_after_poll;
             }
-            state.instances.insert(id.clone(), seen.clone());
+            state.instances.insert(id.clone(), packed);
             (changed, wake_anyway)
         };
         for key in naming {
@@ -685,6 +839,58 @@ mod tests {
             connectivity: Some(connectivity.into()),
             ..ObservedInstance::default()
         }
+    }
+
+    #[test]
+    fn a_packed_instance_unpacks_to_what_was_seen() {
+        let full = Seen {
+            observed: ObservedInstance {
+                id: "inst-1".into(),
+                status: Some("running".into()),
+                desired_status: Some("running".into()),
+                endpoint: Some("https://inst-1.example".into()),
+                connectivity: Some("online".into()),
+                connectivity_reason: Some(String::new()),
+                halt_reason: Some("trial_expired".into()),
+                error_message: Some("é".repeat(200)),
+                region: Some("eu-west".into()),
+                cluster_id: Some("c-1".into()),
+                public_ip: Some("192.0.2.1".into()),
+                image_id: Some("img-1".into()),
+                image_ref: Some("registry/agent:1".into()),
+                is_trial: Some(false),
+                expires_at: Some("2026-01-01T00:00:00Z".into()),
+                started_at: Some("2026-01-01T00:00:01Z".into()),
+                stopped_at: Some("2026-01-01T00:00:02Z".into()),
+                status_entered_at: Some("2026-01-01T00:00:03Z".into()),
+                created_at: Some("2026-01-01T00:00:04Z".into()),
+            },
+            total_run_seconds: -3,
+            agent_framework: "openclaw".into(),
+        };
+        let sparse = Seen {
+            observed: ObservedInstance {
+                is_trial: Some(true),
+                ..observed("running", "running", "online")
+            },
+            total_run_seconds: i64::MAX,
+            agent_framework: String::new(),
+        };
+        for seen in [full, sparse] {
+            let packed = Packed::of(&seen);
+            assert_eq!(packed.unpack(), seen);
+            assert_eq!(packed.total_run_seconds(), seen.total_run_seconds);
+        }
+        assert_eq!(
+            Packed::of(&Seen {
+                observed: ObservedInstance::default(),
+                total_run_seconds: 0,
+                agent_framework: String::new(),
+            })
+            .unpack()
+            .observed,
+            ObservedInstance::default()
+        );
     }
 
     #[test]

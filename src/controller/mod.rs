@@ -205,7 +205,7 @@ impl Resources {
             return status.and_then(|s| s.instance.as_ref()) != Some(observed);
         }
         if annotation(REPLACEMENT_ID_ANNOTATION) == Some(observed.id.as_str()) {
-            return status.and_then(|s| s.replacement.as_ref()) != Some(observed);
+            return status.and_then(|s| s.replacement.as_deref()) != Some(observed);
         }
         false
     }

@@ -245,7 +245,7 @@ impl Driver<'_> {
         let replacement = match looked_up(Which::Replacement) {
             Some(instance) => Some(instance),
             None if !has_id(Which::Replacement) => None,
-            None => current.and_then(|s| s.replacement.clone()),
+            None => current.and_then(|s| s.replacement.as_deref().cloned()),
         };
         let input = StatusInput {
             generation: self.resource.meta().generation,

@@ -160,7 +160,7 @@ pub fn desired_status(
         observed_generation: input.generation,
         conditions,
         instance: input.instance.clone(),
-        replacement: input.replacement.clone(),
+        replacement: input.replacement.clone().map(Box::new),
         last_restart_requested_at: input.last_restart_requested_at.clone(),
         connection_config_map: input.connection_config_map.clone(),
         retired_run_seconds: input.retired_run_seconds,
