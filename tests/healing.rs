@@ -64,8 +64,13 @@ async fn creating_the_missing_credentials_secret_heals_without_beeos_calls_meanw
         1
     );
 
+    let fixed = std::time::Instant::now();
     put_secret(&env, "team-token", json!({"token": TEAM_A_TOKEN})).await?;
     env.wait_for("agent", "Ready", is_ready).await?;
+    println!(
+        "missing credentials: Ready {:?} after the fix",
+        fixed.elapsed()
+    );
     assert_eq!(env.sim_calls("deploy").await?, 1);
     Ok(())
 }
@@ -91,8 +96,10 @@ async fn correcting_a_wrong_token_heals_at_once() -> Result<()> {
         "calls while waiting"
     );
 
+    let fixed = std::time::Instant::now();
     put_secret(&env, "team-token", json!({"token": TEAM_A_TOKEN})).await?;
     env.wait_for("agent", "Ready", is_ready).await?;
+    println!("wrong token: Ready {:?} after the fix", fixed.elapsed());
     Ok(())
 }
 
@@ -113,8 +120,13 @@ async fn creating_a_missing_injected_secret_heals_without_beeos_calls_meanwhile(
         .await?;
     assert_eq!(env.sim_total_calls().await?, 0);
 
+    let fixed = std::time::Instant::now();
     put_secret(&env, "provider-keys", json!({"openai": "sk-test-value"})).await?;
     let ready = env.wait_for("agent", "Ready", is_ready).await?;
+    println!(
+        "missing injected Secret: Ready {:?} after the fix",
+        fixed.elapsed()
+    );
     let id = support::instance_id(&ready).context("deployed")?;
     assert_eq!(
         env.sim_instance(&id).await?["deployRequest"]["providerConfig"]["apiKeys"]["openai"],

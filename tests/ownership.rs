@@ -1,8 +1,8 @@
 //! Ownership without holes, as platform teams run clusters day to day: a paused process, a
 //! copied manifest, one name in two namespaces, a namespace deleted, another account's
-//! credentials, a lost annotation, Orphan mid-replacement. The simulator's instance table is the
-//! judge: exactly one alive instance per resource, none alive that no resource owns, none
-//! destroyed that a resource owns.
+//! credentials, a lost annotation, Orphan mid-replacement, a transition that never ends. The
+//! simulator's instance table is the judge: exactly one alive instance per resource, none alive
+//! that no resource owns, none destroyed that a resource owns.
 
 mod support;
 
@@ -422,4 +422,32 @@ async fn orphan_mid_replacement_keeps_the_current_instance_and_destroys_the_repl
         "the operator's own spare is destroyed"
     );
     Ok(())
+}
+
+/// Point 8: an instance that never leaves its transition is not polled every few seconds
+/// forever: after `--transition-timeout` its resource stalls with a reason that says so, once,
+/// and the instance is left as it is (it is still the resource's own).
+#[tokio::test]
+async fn an_instance_stuck_provisioning_stalls_after_the_transition_timeout() -> Result<()> {
+    let mut env = Env::without_operator("own-stuck").await?;
+    // Provisioning outlasts any test deadline.
+    env.set_sim_settings(json!({"provisioningMs": 3_600_000}))
+        .await?;
+    env.start_operator(&["--transition-timeout", "4s", "--transition-poll", "1s"])?;
+    env.apply(catalog_instance("stuck")?).await?;
+    let stalled = env
+        .wait_for("stuck", "Stalled (TransitionTimeout)", |r| {
+            stalled_with(r, reason::TRANSITION_TIMEOUT)
+        })
+        .await?;
+    let id = instance_id(&stalled).context("the stuck instance is still recorded")?;
+    assert!(has_condition(&stalled, condition::READY, "False"));
+    assert_eq!(env.sim_calls("deploy").await?, 1, "stuck is not redeployed");
+    assert_eq!(env.sim_instance(&id).await?["status"], "provisioning");
+    assert_eq!(
+        events_with_reason(&env, reason::TRANSITION_TIMEOUT).await?,
+        1,
+        "warned once"
+    );
+    assert_exactly_one_instance_each(&env, &names(&["stuck"])).await
 }
