@@ -12,11 +12,9 @@ use kube::ResourceExt;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -357,14 +355,14 @@ impl Metrics {
         self.reconcile_backlog.set(backlog);
     }
 
-    /// Moves the run-time counters to `run_times` (absolute values that only grow) and the
-    /// per-namespace sums with them; drops the series of resources that are gone and of
-    /// instances that were replaced, so there is one series per resource.
-    pub fn set_run_times(&self, run_times: &[RunTime]) {
+    /// Moves the run-time counters to `run_times` (absolute values that only grow; the
+    /// per-namespace sums follow at scrape time); drops the series of resources that are gone
+    /// and of instances that were replaced, so there is one series per resource.
+    pub fn set_run_times(&self, run_times: Vec<RunTime>) {
         let mut exported = self.run_times.lock();
         let mut next = BTreeMap::new();
         for run in run_times {
-            let key = (run.namespace.clone(), run.name.clone());
+            let key = (run.namespace, run.name);
             // A counter never goes back: within one instance's series a lower reading (a
             // retiring instance already gone, its seconds not yet in the status) keeps the
             // higher one. A replaced instance starts a new series.
@@ -377,9 +375,9 @@ impl Metrics {
             next.insert(
                 key,
                 ExportedRun {
-                    instance_id: run.instance_id.clone(),
-                    agent_framework: run.agent_framework.clone(),
-                    region: run.region.clone(),
+                    instance_id: run.instance_id,
+                    agent_framework: run.agent_framework,
+                    region: run.region,
                     seconds,
                 },
             );
@@ -485,7 +483,7 @@ mod tests {
         let observer = BeeosCallMetrics(metrics.clone());
         observer.finished(Operation::Get, "200");
         observer.waited(Operation::Get, Duration::ZERO);
-        metrics.set_run_times(&[run("a", "inst-1", 5)]);
+        metrics.set_run_times(vec![run("a", "inst-1", 5)]);
         metrics.set_trial_expiries(&[("ns".into(), "a".into(), 1)]);
         let text = metrics.encode().expect("encodes");
         let mut exported: Vec<&str> = text
@@ -513,9 +511,9 @@ mod tests {
     #[test]
     fn run_time_survives_a_replace_and_keeps_one_series_per_resource() {
         let metrics = Metrics::default();
-        metrics.set_run_times(&[run("a", "inst-1", 100), run("b", "inst-9", 7)]);
+        metrics.set_run_times(vec![run("a", "inst-1", 100), run("b", "inst-9", 7)]);
         // Replaced: the new instance's series carries the retired seconds on.
-        metrics.set_run_times(&[run("a", "inst-2", 130), run("b", "inst-9", 8)]);
+        metrics.set_run_times(vec![run("a", "inst-2", 130), run("b", "inst-9", 8)]);
         let text = metrics.encode().expect("encodes");
         assert!(
             text.contains(
@@ -532,7 +530,7 @@ mod tests {
             "{text}"
         );
         // b deleted: its series goes.
-        metrics.set_run_times(&[run("a", "inst-2", 131)]);
+        metrics.set_run_times(vec![run("a", "inst-2", 131)]);
         let text = metrics.encode().expect("encodes");
         assert!(!text.contains("inst-9"), "{text}");
     }
@@ -540,9 +538,9 @@ mod tests {
     #[test]
     fn run_time_of_one_instance_never_goes_back() {
         let metrics = Metrics::default();
-        metrics.set_run_times(&[run("a", "inst-1", 100)]);
+        metrics.set_run_times(vec![run("a", "inst-1", 100)]);
         // A retiring instance's seconds dropped out before the status counts them as retired.
-        metrics.set_run_times(&[run("a", "inst-1", 60)]);
+        metrics.set_run_times(vec![run("a", "inst-1", 60)]);
         let text = metrics.encode().expect("encodes");
         assert!(
             text.contains(r#"region="eu-west-1"} 100"#),

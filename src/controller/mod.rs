@@ -521,7 +521,7 @@ async fn gauges(context: Arc<Context>) {
         let resources = context.resources.all();
         context.metrics.set_resource_gauges(&resources);
         let (run_times, expiries) = run_times_and_expiries(&context, &resources);
-        context.metrics.set_run_times(&run_times);
+        context.metrics.set_run_times(run_times);
         context.metrics.set_trial_expiries(&expiries);
     }
 }
