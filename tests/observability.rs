@@ -269,7 +269,7 @@ fn exported_metric_names() -> Result<BTreeSet<String>> {
     use beeos_operator::beeos::{CallObserver, Operation};
     calls.finished(Operation::Get, "200");
     calls.waited(Operation::Get, std::time::Duration::ZERO);
-    metrics.set_run_times(&[beeos_operator::metrics::RunTime {
+    metrics.set_run_times(vec![beeos_operator::metrics::RunTime {
         namespace: "example".into(),
         name: "example".into(),
         instance_id: "inst-1".into(),
